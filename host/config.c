@@ -1,0 +1,517 @@
+#include "config.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <libconfig.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "plantd/plantd.h"
+#include "log.h"
+
+#define ROOT_NAME "plantd.conf"
+
+static char *path_join(const char *dir, const char *name)
+{
+	if (name[0] == '/' || !dir)
+		return strdup(name);
+	char *out;
+	if (asprintf(&out, "%s/%s", dir, name) < 0)
+		return NULL;
+	return out;
+}
+
+static char *dir_of(const char *file)
+{
+	const char *slash = strrchr(file, '/');
+	if (!slash)
+		return strdup(".");
+	if (slash == file)
+		return strdup("/");
+	return strndup(file, (size_t)(slash - file));
+}
+
+static int fail(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+	PLANT_PRINTF(5, 6);
+static int fail(char *err, size_t errlen, const char *file, int line, const char *fmt, ...)
+{
+	int n = snprintf(err, errlen, "%s:%d: ", file, line);
+	if (n < 0 || (size_t)n >= errlen)
+		return PLANT_E_CONFIG;
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+	va_end(ap);
+	return PLANT_E_CONFIG;
+}
+
+static const char *setting_file(const config_setting_t *s, const char *fallback)
+{
+	const char *f = config_setting_source_file(s);
+	return f ? f : fallback;
+}
+
+/* libconfig value -> JSON. Strings must be UTF-8 (JSON's rule). */
+static int setting_to_json(const config_setting_t *s, const char *file, json_t **out, char *err,
+			   size_t errlen)
+{
+	int line = config_setting_source_line(s);
+	switch (config_setting_type(s)) {
+	case CONFIG_TYPE_INT:
+		*out = json_integer(config_setting_get_int(s));
+		break;
+	case CONFIG_TYPE_INT64:
+		*out = json_integer(config_setting_get_int64(s));
+		break;
+	case CONFIG_TYPE_FLOAT:
+		*out = json_real(config_setting_get_float(s));
+		break;
+	case CONFIG_TYPE_BOOL:
+		*out = json_boolean(config_setting_get_bool(s));
+		break;
+	case CONFIG_TYPE_STRING:
+		*out = json_string(config_setting_get_string(s));
+		if (!*out)
+			return fail(err, errlen, file, line, "'%s' is not valid UTF-8",
+				    config_setting_name(s) ? config_setting_name(s) : "value");
+		return PLANT_OK;
+	case CONFIG_TYPE_GROUP: {
+		json_t *obj = json_object();
+		for (int i = 0; i < config_setting_length(s); i++) {
+			config_setting_t *c = config_setting_get_elem(s, (unsigned)i);
+			json_t *v;
+			int rc = setting_to_json(c, setting_file(c, file), &v, err, errlen);
+			if (rc) {
+				json_decref(obj);
+				return rc;
+			}
+			json_object_set_new(obj, config_setting_name(c), v);
+		}
+		*out = obj;
+		return PLANT_OK;
+	}
+	case CONFIG_TYPE_ARRAY:
+	case CONFIG_TYPE_LIST: {
+		json_t *arr = json_array();
+		for (int i = 0; i < config_setting_length(s); i++) {
+			config_setting_t *c = config_setting_get_elem(s, (unsigned)i);
+			json_t *v;
+			int rc = setting_to_json(c, setting_file(c, file), &v, err, errlen);
+			if (rc) {
+				json_decref(arr);
+				return rc;
+			}
+			json_array_append_new(arr, v);
+		}
+		*out = arr;
+		return PLANT_OK;
+	}
+	default:
+		return fail(err, errlen, file, line, "unsupported value type");
+	}
+	if (!*out)
+		return fail(err, errlen, file, line, "out of memory");
+	return PLANT_OK;
+}
+
+int parse_duration_ms(const json_t *value, uint64_t *ms_out)
+{
+	if (json_is_number(value)) {
+		double s = json_number_value(value);
+		if (!(s >= 0) || s > 1e12)
+			return PLANT_E_INVALID;
+		*ms_out = (uint64_t)llround(s * 1000.0);
+		return PLANT_OK;
+	}
+	if (!json_is_string(value))
+		return PLANT_E_INVALID;
+	const char *s = json_string_value(value);
+	char *end;
+	errno = 0;
+	double n = strtod(s, &end);
+	if (end == s || errno || !(n >= 0) || n > 1e12)
+		return PLANT_E_INVALID;
+	static const struct {
+		const char *unit;
+		double ms;
+	} units[] = {{"ms", 1},	     {"s", 1000},     {"m", 60000},
+		     {"h", 3600000}, {"d", 86400000}, {"", 1000}};
+	for (size_t i = 0; i < sizeof units / sizeof units[0]; i++) {
+		if (strcmp(end, units[i].unit) == 0) {
+			*ms_out = (uint64_t)llround(n * units[i].ms);
+			return PLANT_OK;
+		}
+	}
+	return PLANT_E_INVALID;
+}
+
+static void spec_free(struct instance_spec *s)
+{
+	free(s->name);
+	free(s->module);
+	json_decref(s->settings);
+	json_decref(s->lines);
+	json_decref(s->files);
+	free(s->file);
+}
+
+void config_free(struct site_config *cfg)
+{
+	if (!cfg)
+		return;
+	for (size_t i = 0; i < cfg->n_instances; i++)
+		spec_free(&cfg->instances[i]);
+	free(cfg->instances);
+	free(cfg->source);
+	free(cfg->dir);
+	free(cfg->site);
+	free(cfg->data_dir);
+	free(cfg->plugin_path);
+	free(cfg->log_file);
+	free(cfg);
+}
+
+const struct instance_spec *config_find_instance(const struct site_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_instances; i++)
+		if (strcmp(cfg->instances[i].name, name) == 0)
+			return &cfg->instances[i];
+	return NULL;
+}
+
+int instance_spec_line(const struct instance_spec *spec, const char *key)
+{
+	json_t *l = key ? json_object_get(spec->lines, key) : NULL;
+	return l ? (int)json_integer_value(l) : spec->line;
+}
+
+const char *instance_spec_where(const struct instance_spec *spec, const char *key, char *buf,
+				size_t len)
+{
+	json_t *f = key ? json_object_get(spec->files, key) : NULL;
+	snprintf(buf, len, "%s:%d", f ? json_string_value(f) : spec->file,
+		 instance_spec_line(spec, key));
+	return buf;
+}
+
+int instance_spec_equal(const struct instance_spec *a, const struct instance_spec *b)
+{
+	return strcmp(a->name, b->name) == 0 && strcmp(a->module, b->module) == 0 &&
+	       a->required == b->required && json_equal(a->settings, b->settings);
+}
+
+static int get_string(const config_setting_t *s, const char *file, char **out, char *err,
+		      size_t errlen)
+{
+	const char *v = config_setting_get_string(s);
+	if (!v)
+		return fail(err, errlen, file, config_setting_source_line(s),
+			    "'%s' must be a string", config_setting_name(s));
+	free(*out);
+	*out = strdup(v);
+	return PLANT_OK;
+}
+
+/* One `plugins` entry: a new instance, or (from the overlay) a change to an
+ * existing one. */
+static int load_plugin_entry(struct site_config *cfg, const config_setting_t *e, const char *file,
+			     int overlay, char *err, size_t errlen)
+{
+	int line = config_setting_source_line(e);
+	if (!config_setting_is_group(e))
+		return fail(
+			err, errlen, file, line,
+			"each plugins entry must be a group: { name = \"...\"; module = \"...\"; }");
+	const char *name = NULL, *module = NULL;
+	config_setting_lookup_string(e, "name", &name);
+	config_setting_lookup_string(e, "module", &module);
+	if (!name || !*name)
+		return fail(err, errlen, file, line, "plugin entry without a 'name' string");
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+			return fail(err, errlen, file, line,
+				    "instance name \"%s\": use letters, digits, '_', '-', '.'",
+				    name);
+
+	struct instance_spec *spec = NULL;
+	for (size_t i = 0; i < cfg->n_instances; i++)
+		if (strcmp(cfg->instances[i].name, name) == 0)
+			spec = &cfg->instances[i];
+	if (spec && !overlay)
+		return fail(err, errlen, file, line,
+			    "duplicate instance name \"%s\" (first defined at %s:%d)", name,
+			    spec->file, spec->line);
+	if (!spec) {
+		if (!module || !*module)
+			return fail(err, errlen, file, line,
+				    "instance \"%s\": missing required setting 'module'", name);
+		struct instance_spec *v =
+			realloc(cfg->instances, (cfg->n_instances + 1) * sizeof *cfg->instances);
+		if (!v)
+			return fail(err, errlen, file, line, "out of memory");
+		cfg->instances = v;
+		spec = &cfg->instances[cfg->n_instances++];
+		memset(spec, 0, sizeof *spec);
+		spec->name = strdup(name);
+		spec->module = strdup(module);
+		spec->required = 1;
+		spec->settings = json_object();
+		spec->lines = json_object();
+		spec->files = json_object();
+		spec->file = strdup(file);
+		spec->line = line;
+	} else if (module) {
+		free(spec->module);
+		spec->module = strdup(module);
+	}
+
+	for (int i = 0; i < config_setting_length(e); i++) {
+		config_setting_t *c = config_setting_get_elem(e, (unsigned)i);
+		const char *key = config_setting_name(c);
+		const char *cfile = setting_file(c, file);
+		int cline = config_setting_source_line(c);
+		if (strcmp(key, "name") == 0 || strcmp(key, "module") == 0)
+			continue;
+		if (strcmp(key, "required") == 0) {
+			if (config_setting_type(c) != CONFIG_TYPE_BOOL)
+				return fail(err, errlen, cfile, cline,
+					    "instance \"%s\": 'required' must be true or false",
+					    name);
+			spec->required = config_setting_get_bool(c);
+			continue;
+		}
+		json_t *v;
+		int rc = setting_to_json(c, cfile, &v, err, errlen);
+		if (rc)
+			return rc;
+		json_object_set_new(spec->settings, key, v);
+		json_object_set_new(spec->lines, key, json_integer(cline));
+		if (strcmp(cfile, spec->file) != 0)
+			json_object_set_new(spec->files, key, json_string(cfile));
+		else
+			json_object_del(spec->files, key);
+	}
+	return PLANT_OK;
+}
+
+static int load_root_setting(struct site_config *cfg, const config_setting_t *s, const char *file,
+			     int overlay, char *err, size_t errlen)
+{
+	const char *key = config_setting_name(s);
+	int line = config_setting_source_line(s);
+	if (strcmp(key, "plugins") == 0) {
+		if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
+			return fail(err, errlen, file, line,
+				    "'plugins' must be a list: plugins = ( { ... }, { ... } );");
+		for (int i = 0; i < config_setting_length(s); i++) {
+			config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+			int rc = load_plugin_entry(cfg, e, setting_file(e, file), overlay, err,
+						   errlen);
+			if (rc)
+				return rc;
+		}
+		return PLANT_OK;
+	}
+	if (strcmp(key, "site") == 0)
+		return get_string(s, file, &cfg->site, err, errlen);
+	if (strcmp(key, "data_dir") == 0) {
+		char *v = NULL;
+		int rc = get_string(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		free(cfg->data_dir);
+		cfg->data_dir = path_join(cfg->dir, v);
+		free(v);
+		return PLANT_OK;
+	}
+	if (strcmp(key, "plugin_path") == 0) {
+		char *v = NULL;
+		int rc = get_string(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		/* relative entries start at the config directory */
+		size_t cap = strlen(v) * 2 + strlen(cfg->dir) * 8 + 64, n = 0;
+		char *out = calloc(1, cap);
+		char *save = NULL;
+		for (char *tok = strtok_r(v, ":", &save); tok; tok = strtok_r(NULL, ":", &save)) {
+			char *full = path_join(cfg->dir, tok);
+			size_t need = strlen(full) + 2;
+			if (n + need >= cap) {
+				cap = (n + need) * 2;
+				out = realloc(out, cap);
+			}
+			n += (size_t)snprintf(out + n, cap - n, "%s%s", n ? ":" : "", full);
+			free(full);
+		}
+		free(v);
+		free(cfg->plugin_path);
+		cfg->plugin_path = out;
+		return PLANT_OK;
+	}
+	if (strcmp(key, "log_file") == 0) {
+		char *v = NULL;
+		int rc = get_string(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		free(cfg->log_file);
+		cfg->log_file = path_join(cfg->dir, v);
+		free(v);
+		return PLANT_OK;
+	}
+	if (strcmp(key, "log_level") == 0) {
+		const char *v = config_setting_get_string(s);
+		if (!v || log_level_parse(v, &cfg->log_level) != PLANT_OK)
+			return fail(err, errlen, file, line,
+				    "'log_level' must be one of \"error\", \"warn\", \"info\", "
+				    "\"debug\"");
+		return PLANT_OK;
+	}
+	if (strcmp(key, "workers") == 0) {
+		if (config_setting_type(s) != CONFIG_TYPE_INT || config_setting_get_int(s) < 0 ||
+		    config_setting_get_int(s) > 256)
+			return fail(err, errlen, file, line,
+				    "'workers' must be an integer from 0 (one per core) to 256");
+		cfg->workers = config_setting_get_int(s);
+		return PLANT_OK;
+	}
+	if (strcmp(key, "shutdown_timeout") == 0) {
+		json_t *v;
+		int rc = setting_to_json(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		rc = parse_duration_ms(v, &cfg->shutdown_timeout_ms);
+		json_decref(v);
+		if (rc || cfg->shutdown_timeout_ms == 0)
+			return fail(err, errlen, file, line,
+				    "'shutdown_timeout' must be a positive duration, e.g. \"10s\"");
+		return PLANT_OK;
+	}
+	return fail(err, errlen, file, line, "unknown setting '%s'", key);
+}
+
+static int load_file(struct site_config *cfg, const char *file, int overlay, char *err,
+		     size_t errlen)
+{
+	struct stat st;
+	if (stat(file, &st) != 0)
+		return fail(err, errlen, file, 0, "cannot read: %s", strerror(errno));
+	config_t lc;
+	config_init(&lc);
+	config_set_include_dir(&lc, cfg->dir);
+	int rc = PLANT_OK;
+	if (config_read_file(&lc, file) != CONFIG_TRUE) {
+		const char *efile = config_error_file(&lc);
+		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO && !efile)
+			rc = fail(err, errlen, file, 0, "cannot read: %s", strerror(errno));
+		else
+			rc = fail(err, errlen, efile ? efile : file, config_error_line(&lc), "%s",
+				  config_error_text(&lc));
+		config_destroy(&lc);
+		return rc;
+	}
+	config_setting_t *root = config_root_setting(&lc);
+	for (int i = 0; i < config_setting_length(root) && !rc; i++) {
+		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
+		rc = load_root_setting(cfg, s, setting_file(s, file), overlay, err, errlen);
+	}
+	config_destroy(&lc);
+	return rc;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Every *.conf in `dir` except the root file, in lexical order. */
+static int list_fragments(const char *dir, char ***out, size_t *n_out, char *err, size_t errlen)
+{
+	DIR *d = opendir(dir);
+	if (!d)
+		return fail(err, errlen, dir, 0, "cannot open directory: %s", strerror(errno));
+	char **v = NULL;
+	size_t n = 0;
+	struct dirent *de;
+	while ((de = readdir(d))) {
+		size_t len = strlen(de->d_name);
+		if (len < 6 || strcmp(de->d_name + len - 5, ".conf") != 0 ||
+		    strcmp(de->d_name, ROOT_NAME) == 0 || de->d_name[0] == '.')
+			continue;
+		char *full = path_join(dir, de->d_name);
+		struct stat st;
+		if (stat(full, &st) != 0 || !S_ISREG(st.st_mode)) {
+			free(full);
+			continue;
+		}
+		v = realloc(v, (n + 1) * sizeof *v);
+		v[n++] = full;
+	}
+	closedir(d);
+	if (n)
+		qsort(v, n, sizeof *v, cmp_str);
+	*out = v;
+	*n_out = n;
+	return PLANT_OK;
+}
+
+int config_load(const char *path, const char *env, struct site_config **out, char *err,
+		size_t errlen)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return fail(err, errlen, path, 0, "cannot read: %s", strerror(errno));
+
+	struct site_config *cfg = calloc(1, sizeof *cfg);
+	cfg->source = strdup(path);
+	cfg->log_level = -1;
+	cfg->shutdown_timeout_ms = 10000;
+	cfg->site = strdup("plantd");
+	cfg->data_dir = strdup("var");
+
+	char *root;
+	char **frags = NULL;
+	size_t n_frags = 0;
+	int rc = PLANT_OK;
+	if (S_ISDIR(st.st_mode)) {
+		cfg->dir = strdup(path);
+		root = path_join(path, ROOT_NAME);
+		rc = list_fragments(path, &frags, &n_frags, err, errlen);
+	} else {
+		root = strdup(path);
+		cfg->dir = dir_of(path);
+	}
+
+	if (!rc)
+		rc = load_file(cfg, root, 0, err, errlen);
+	for (size_t i = 0; i < n_frags && !rc; i++)
+		rc = load_file(cfg, frags[i], 0, err, errlen);
+	if (!rc && env) {
+		if (!*env || strchr(env, '/'))
+			rc = fail(err, errlen, root, 0, "bad environment name \"%s\"", env);
+		char *overlay = NULL;
+		if (!rc && asprintf(&overlay, "%s/env/%s.conf", cfg->dir, env) < 0)
+			overlay = NULL;
+		if (!rc && overlay && access(overlay, R_OK) != 0)
+			rc = fail(err, errlen, overlay, 0,
+				  "environment \"%s\": no overlay file (%s)", env, strerror(errno));
+		if (!rc)
+			rc = load_file(cfg, overlay, 1, err, errlen);
+		free(overlay);
+	}
+	for (size_t i = 0; i < n_frags; i++)
+		free(frags[i]);
+	free(frags);
+	free(root);
+	if (rc) {
+		config_free(cfg);
+		return rc;
+	}
+	*out = cfg;
+	return PLANT_OK;
+}

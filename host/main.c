@@ -1,0 +1,215 @@
+/* plantd: the host. Loads a site's configuration, its plugins through the
+ * SDK, and runs them until told to stop. */
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "log.h"
+#include "plantd-build.h"
+#include "site.h"
+
+#define EXIT_CONFIG 2
+
+struct runtime {
+	const char *config_path;
+	const char *env;
+	struct event_base *base;
+	struct site *site;
+	int cli_log_level;
+};
+
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: plantd -c PATH [options]\n"
+		   "\n"
+		   "Run a plantd site: load its configuration and its plugins, route messages\n"
+		   "on the bus until SIGTERM or SIGINT. SIGHUP reloads the configuration.\n"
+		   "\n"
+		   "  -c, --config PATH      the site: a file, or a conf.d directory holding\n"
+		   "                         plantd.conf and *.conf fragments\n"
+		   "  -e, --env NAME         add the overlay env/NAME.conf (e.g. dev, prod)\n"
+		   "      --check            load and validate everything, then exit\n"
+		   "      --run-for SECONDS  stop gracefully after SECONDS\n"
+		   "  -l, --log-level L      error, warn, info (default) or debug\n"
+		   "  -V, --version          print the version and the SDK ABI, then exit\n"
+		   "  -h, --help             this text\n"
+		   "\n"
+		   "Exit status: 0 on a clean stop, 1 on a runtime failure, 2 for a bad\n"
+		   "configuration or plugin.\n");
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	log_info("signal %s: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+	event_base_loopexit(rt->base, NULL);
+}
+
+static void on_run_for(evutil_socket_t fd, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	log_info("run-for time reached: stopping");
+	event_base_loopexit(rt->base, NULL);
+}
+
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	struct runtime *rt = arg;
+	char err[4096];
+	struct site_config *cfg;
+	log_info("SIGHUP: reloading %s", rt->config_path);
+	if (config_load(rt->config_path, rt->env, &cfg, err, sizeof err) != PLANT_OK) {
+		log_error("reload refused, the site runs on unchanged: %s", err);
+		return;
+	}
+	if (rt->cli_log_level >= 0)
+		cfg->log_level = rt->cli_log_level;
+	if (site_reload(rt->site, cfg, err, sizeof err) != PLANT_OK)
+		log_error("reload refused, the site runs on unchanged: %s", err);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"env", required_argument, NULL, 'e'},
+		{"check", no_argument, NULL, 'k'},
+		{"run-for", required_argument, NULL, 'r'},
+		{"log-level", required_argument, NULL, 'l'},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	struct runtime rt = {.cli_log_level = -1};
+	int check = 0;
+	double run_for = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:e:l:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			rt.config_path = optarg;
+			break;
+		case 'e':
+			rt.env = optarg;
+			break;
+		case 'k':
+			check = 1;
+			break;
+		case 'r': {
+			char *end;
+			errno = 0;
+			run_for = strtod(optarg, &end);
+			if (errno || *end || !(run_for > 0)) {
+				fprintf(stderr,
+					"plantd: --run-for needs a positive number of seconds, not \"%s\"\n",
+					optarg);
+				return EXIT_CONFIG;
+			}
+			break;
+		}
+		case 'l':
+			if (log_level_parse(optarg, &rt.cli_log_level) != PLANT_OK) {
+				fprintf(stderr,
+					"plantd: unknown log level \"%s\" (error, warn, info, debug)\n",
+					optarg);
+				return EXIT_CONFIG;
+			}
+			break;
+		case 'V':
+			printf("plantd %s (SDK ABI %d.%d)\n", PLANTD_VERSION, PLANT_ABI_MAJOR,
+			       PLANT_ABI_MINOR);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_CONFIG;
+		}
+	}
+	if (!rt.config_path || optind != argc) {
+		usage(stderr);
+		return EXIT_CONFIG;
+	}
+
+	char err[4096];
+	struct site_config *cfg;
+	if (config_load(rt.config_path, rt.env, &cfg, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "%s\n", err);
+		return EXIT_CONFIG;
+	}
+	if (rt.cli_log_level >= 0)
+		cfg->log_level = rt.cli_log_level;
+	if (cfg->log_level >= 0)
+		log_set_level(cfg->log_level);
+
+	const char *plugin_path = site_default_plugin_path();
+	if (check) {
+		int rc = site_check(cfg, plugin_path, err, sizeof err);
+		if (rc != PLANT_OK)
+			fprintf(stderr, "%s\n", err);
+		else
+			printf("%s: configuration OK (site \"%s\", %zu instances)\n",
+			       rt.config_path, cfg->site, cfg->n_instances);
+		config_free(cfg);
+		return rc == PLANT_OK ? 0 : EXIT_CONFIG;
+	}
+
+	if (cfg->log_file && log_open(cfg->log_file, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "plantd: %s\n", err);
+		config_free(cfg);
+		return EXIT_CONFIG;
+	}
+
+	signal(SIGPIPE, SIG_IGN);
+	evthread_use_pthreads();
+	rt.base = event_base_new();
+	if (!rt.base) {
+		fprintf(stderr, "plantd: cannot create the event loop\n");
+		config_free(cfg);
+		return 1;
+	}
+	struct event *ev_term = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
+	struct event *ev_int = evsignal_new(rt.base, SIGINT, on_stop_signal, &rt);
+	struct event *ev_hup = evsignal_new(rt.base, SIGHUP, on_reload, &rt);
+	struct event *ev_run_for = evtimer_new(rt.base, on_run_for, &rt);
+	event_add(ev_term, NULL);
+	event_add(ev_int, NULL);
+	event_add(ev_hup, NULL);
+
+	log_info("plantd %s (SDK ABI %d.%d) starting site from %s%s%s", PLANTD_VERSION,
+		 PLANT_ABI_MAJOR, PLANT_ABI_MINOR, rt.config_path, rt.env ? ", env " : "",
+		 rt.env ? rt.env : "");
+	int status = 0;
+	if (site_create(cfg, plugin_path, rt.base, &rt.site, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "%s\n", err);
+		log_error("site failed to start: %s", err);
+		status = EXIT_CONFIG;
+	} else {
+		if (run_for > 0) {
+			struct timeval tv = {
+				.tv_sec = (time_t)run_for,
+				.tv_usec =
+					(suseconds_t)((run_for - (double)(time_t)run_for) * 1e6)};
+			event_add(ev_run_for, &tv);
+		}
+		event_base_dispatch(rt.base);
+		site_destroy(rt.site);
+		log_info("stopped cleanly");
+	}
+
+	event_free(ev_run_for);
+	event_free(ev_hup);
+	event_free(ev_int);
+	event_free(ev_term);
+	event_base_free(rt.base);
+	libevent_global_shutdown();
+	log_close();
+	return status;
+}

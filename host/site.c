@@ -1,0 +1,906 @@
+#include "site.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "bus.h"
+#include "clock.h"
+#include "log.h"
+#include "metrics.h"
+#include "msg.h"
+#include "plantd-build.h"
+
+#define BATCH_MAX 256
+
+struct site {
+	struct site_config *cfg;
+	char *default_path;
+	struct event_base *base;
+	struct bus *bus;
+	struct executor *exec;
+	struct instance **insts;
+	size_t n;
+};
+
+struct timer {
+	uint64_t id;
+	struct instance *inst;
+	struct event *ev;
+	uint64_t every_ms, jitter_ms;
+	plant_timer_fn fn;
+	void *user;
+	atomic_bool pending; /* a tick waits in the mailbox */
+	atomic_bool cancelled;
+	atomic_uint refs;
+	unsigned int seed;
+	struct timer *next;
+};
+
+static struct instance *inst_of(plant_instance *p)
+{
+	return (struct instance *)p;
+}
+
+/* ---- specs ---------------------------------------------------------------- */
+
+static struct instance_spec *spec_dup(const struct instance_spec *s)
+{
+	struct instance_spec *d = calloc(1, sizeof *d);
+	d->name = strdup(s->name);
+	d->module = strdup(s->module);
+	d->required = s->required;
+	d->settings = json_deep_copy(s->settings);
+	d->lines = json_deep_copy(s->lines);
+	d->files = json_deep_copy(s->files);
+	d->file = strdup(s->file);
+	d->line = s->line;
+	return d;
+}
+
+static void spec_free(struct instance_spec *s)
+{
+	if (!s)
+		return;
+	free(s->name);
+	free(s->module);
+	json_decref(s->settings);
+	json_decref(s->lines);
+	json_decref(s->files);
+	free(s->file);
+	free(s);
+}
+
+/* ---- the plugin path ------------------------------------------------------ */
+
+const char *site_default_plugin_path(void)
+{
+	static char path[PATH_MAX * 2 + 2];
+	const char *env = getenv("PLANTD_PLUGIN_PATH");
+	if (env && *env)
+		return env;
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n > 0) {
+		exe[n] = '\0';
+		size_t root = strlen(PLANTD_BUILD_ROOT);
+		if (strncmp(exe, PLANTD_BUILD_ROOT, root) == 0 && exe[root] == '/') {
+			snprintf(path, sizeof path, "%s:%s/sdk/examples", PLANTD_BUILD_PLUGIN_DIR,
+				 PLANTD_BUILD_ROOT);
+			return path;
+		}
+	}
+	return PLANTD_PLUGIN_DIR;
+}
+
+static char *plugin_path_for(const struct site_config *cfg, const char *default_path)
+{
+	char *p;
+	if (cfg->plugin_path && *cfg->plugin_path) {
+		if (asprintf(&p, "%s:%s", cfg->plugin_path, default_path) < 0)
+			return NULL;
+		return p;
+	}
+	return strdup(default_path);
+}
+
+/* ---- instances ------------------------------------------------------------ */
+
+static void drop_task(struct task *t);
+static void inst_dispatch(void *ctx, struct task *tasks, size_t n);
+
+static void inst_free(struct instance *inst)
+{
+	if (!inst)
+		return;
+	if (inst->actor.exec)
+		actor_fini(&inst->actor);
+	metrics_free(inst->metrics);
+	json_decref(inst->config);
+	loader_close(inst->mod);
+	spec_free(inst->spec);
+	pthread_mutex_destroy(&inst->timers_lock);
+	free(inst);
+}
+
+static int inst_fail(const struct instance *inst, const char *key, char *err, size_t errlen,
+		     const char *fmt, ...) PLANT_PRINTF(5, 6);
+static int inst_fail(const struct instance *inst, const char *key, char *err, size_t errlen,
+		     const char *fmt, ...)
+{
+	char where[PATH_MAX + 32];
+	instance_spec_where(inst->spec, key, where, sizeof where);
+	int n = snprintf(err, errlen, "%s: instance \"%s\" (module %s): ", where, inst->spec->name,
+			 inst->spec->module);
+	if (n > 0 && (size_t)n < errlen) {
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(err + n, errlen - (size_t)n, fmt, ap);
+		va_end(ap);
+	}
+	return PLANT_E_CONFIG;
+}
+
+/* Find and open the module, apply its key table, run its validate(). */
+static int inst_prepare(struct site *site, const struct instance_spec *spec, const char *path,
+			struct instance **out, char *err, size_t errlen)
+{
+	struct instance *inst = calloc(1, sizeof *inst);
+	inst->site = site;
+	inst->spec = spec_dup(spec);
+	pthread_mutex_init(&inst->timers_lock, NULL);
+	inst->metrics = metrics_new();
+	inst->next_timer_id = 1;
+
+	char file[PATH_MAX], why[1024];
+	int rc = loader_find(path, spec->module, file, sizeof file, why, sizeof why);
+	if (!rc)
+		rc = loader_open(file, &inst->mod, why, sizeof why);
+	if (rc) {
+		inst_fail(inst, NULL, err, errlen, "%s", why);
+		inst_free(inst);
+		return PLANT_E_CONFIG;
+	}
+	const char *bad_key = NULL;
+	rc = loader_apply_schema(inst->mod->desc, spec->settings, &inst->config, &bad_key, why,
+				 sizeof why);
+	if (rc) {
+		inst_fail(inst, bad_key, err, errlen, "%s", why);
+		inst_free(inst);
+		return PLANT_E_CONFIG;
+	}
+	if (inst->mod->desc->validate) {
+		rc = inst->mod->desc->validate((plant_instance *)inst, &host_api, inst->config);
+		if (rc != PLANT_OK) {
+			inst_fail(inst, inst->error_key[0] ? inst->error_key : NULL, err, errlen,
+				  "%s", inst->error[0] ? inst->error : plant_status_name(rc));
+			inst_free(inst);
+			return PLANT_E_CONFIG;
+		}
+	}
+	inst->error[0] = inst->error_key[0] = '\0';
+	*out = inst;
+	return PLANT_OK;
+}
+
+static void timers_clear(struct instance *inst);
+
+/* Remove what the host holds on the instance's behalf, so nothing new
+ * reaches it. */
+static void inst_detach(struct instance *inst)
+{
+	bus_unsubscribe_owner(inst->site->bus, inst);
+	timers_clear(inst);
+}
+
+static int inst_init(struct instance *inst, char *err, size_t errlen)
+{
+	struct site *site = inst->site;
+	actor_init(&inst->actor, site->exec, inst_dispatch, inst);
+	pthread_mutex_lock(&inst->actor.call_lock);
+	void *state = NULL;
+	int rc = inst->mod->desc->init((plant_instance *)inst, &host_api, inst->config, &state);
+	pthread_mutex_unlock(&inst->actor.call_lock);
+	if (rc != PLANT_OK) {
+		inst_detach(inst);
+		inst->st = INST_FAILED;
+		inst_fail(inst, inst->error_key[0] ? inst->error_key : NULL, err, errlen,
+			  "init failed: %s", inst->error[0] ? inst->error : plant_status_name(rc));
+		return rc ? rc : PLANT_E_PLUGIN;
+	}
+	inst->state = state;
+	inst->st = INST_INITIALISED;
+	log_write(PLANT_LOG_DEBUG, inst->spec->name, "initialised (module %s %s)",
+		  inst->mod->desc->name, inst->mod->desc->version ? inst->mod->desc->version : "");
+	return PLANT_OK;
+}
+
+static int inst_start(struct instance *inst, char *err, size_t errlen)
+{
+	int rc = PLANT_OK;
+	if (inst->mod->desc->start) {
+		pthread_mutex_lock(&inst->actor.call_lock);
+		rc = inst->mod->desc->start(inst->state);
+		pthread_mutex_unlock(&inst->actor.call_lock);
+	}
+	if (rc != PLANT_OK) {
+		inst_fail(inst, NULL, err, errlen, "start failed: %s",
+			  inst->error[0] ? inst->error : plant_status_name(rc));
+		return rc;
+	}
+	inst->st = INST_RUNNING;
+	log_write(PLANT_LOG_INFO, inst->spec->name, "started (module %s %s)", inst->mod->desc->name,
+		  inst->mod->desc->version ? inst->mod->desc->version : "");
+	return PLANT_OK;
+}
+
+/* Stop taking work, let in-flight calls finish within the shutdown timeout,
+ * call stop(). Returns false when the instance did not finish in time; it is
+ * then abandoned (never entered again, its module kept loaded). */
+static bool inst_stop(struct instance *inst)
+{
+	if (inst->st != INST_RUNNING && inst->st != INST_INITIALISED && inst->st != INST_FAILED)
+		return true;
+	bool was_up = inst->st != INST_FAILED;
+	inst_detach(inst);
+	uint64_t deadline = clock_mono_ns() + inst->site->cfg->shutdown_timeout_ms * 1000000u;
+	bool idle = actor_wait_idle(&inst->actor, deadline);
+	actor_close(&inst->actor);
+	if (!idle) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_sec += 1;
+		if (pthread_mutex_timedlock(&inst->actor.call_lock, &ts) != 0) {
+			log_write(PLANT_LOG_ERROR, inst->spec->name,
+				  "still busy %llu ms after stop was asked; abandoned",
+				  (unsigned long long)inst->site->cfg->shutdown_timeout_ms);
+			inst->st = INST_STOPPED;
+			return false;
+		}
+		pthread_mutex_unlock(&inst->actor.call_lock);
+	}
+	if (was_up && inst->mod->desc->stop) {
+		pthread_mutex_lock(&inst->actor.call_lock);
+		inst->mod->desc->stop(inst->state);
+		pthread_mutex_unlock(&inst->actor.call_lock);
+	}
+	if (was_up)
+		log_write(PLANT_LOG_INFO, inst->spec->name, "stopped (%llu handled, %llu errors)",
+			  (unsigned long long)atomic_load(&inst->handled),
+			  (unsigned long long)atomic_load(&inst->errors));
+	inst->st = was_up ? INST_STOPPED : INST_FAILED;
+	return true;
+}
+
+static void inst_destroy(struct instance *inst, bool abandoned)
+{
+	if (abandoned) {
+		/* a callback still runs: leave its memory and module alone */
+		return;
+	}
+	if (inst->state && inst->mod->desc->destroy)
+		inst->mod->desc->destroy(inst->state);
+	inst->state = NULL;
+	inst_free(inst);
+}
+
+/* ---- delivery --------------------------------------------------------------- */
+
+static void timer_unref(struct timer *t)
+{
+	if (atomic_fetch_sub(&t->refs, 1) != 1)
+		return;
+	if (t->ev)
+		event_free(t->ev);
+	free(t);
+}
+
+static void drop_task(struct task *t)
+{
+	if (t->kind == TASK_MSG) {
+		msg_unref(t->u.msg);
+		bus_sub_unref(t->target);
+	} else {
+		t->u.fn(t->target, NULL);
+	}
+}
+
+static void deliver_batch(struct instance *inst, struct bus_sub *sub, const plant_msg **msgs,
+			  size_t n)
+{
+	if (atomic_load(&sub->dead) || (inst->st != INST_RUNNING && inst->st != INST_INITIALISED))
+		return;
+	int rc = sub->fn(inst->state, msgs, n, sub->user);
+	atomic_fetch_add(&inst->handled, n);
+	if (rc != PLANT_OK) {
+		uint64_t e = atomic_fetch_add(&inst->errors, 1) + 1;
+		/* one line for the 1st, 2nd, 4th, 8th... failure: visible, not a flood */
+		if ((e & (e - 1)) == 0)
+			log_write(PLANT_LOG_WARN, inst->spec->name,
+				  "handler for \"%s\" failed: %s%s%s (%llu failures so far)",
+				  sub->pattern, plant_status_name(rc), inst->error[0] ? ": " : "",
+				  inst->error, (unsigned long long)e);
+	}
+}
+
+static void inst_dispatch(void *ctx, struct task *tasks, size_t n)
+{
+	struct instance *inst = ctx;
+	const plant_msg *batch[BATCH_MAX];
+	size_t i = 0;
+	while (i < n) {
+		if (tasks[i].kind == TASK_CALL) {
+			tasks[i].u.fn(tasks[i].target, inst);
+			i++;
+			continue;
+		}
+		struct bus_sub *sub = tasks[i].target;
+		size_t k = 0, j = i;
+		while (j < n && k < BATCH_MAX && tasks[j].kind == TASK_MSG &&
+		       tasks[j].target == sub)
+			batch[k++] = (const plant_msg *)tasks[j++].u.msg;
+		deliver_batch(inst, sub, batch, k);
+		for (size_t x = i; x < j; x++) {
+			msg_unref(tasks[x].u.msg);
+			bus_sub_unref(tasks[x].target);
+		}
+		i = j;
+	}
+}
+
+/* ---- timers ----------------------------------------------------------------- */
+
+static void timer_arm(struct timer *t)
+{
+	uint64_t ms = t->every_ms;
+	if (t->jitter_ms)
+		ms += (uint64_t)rand_r(&t->seed) % (t->jitter_ms + 1);
+	struct timeval tv = {.tv_sec = (time_t)(ms / 1000),
+			     .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	event_add(t->ev, &tv);
+}
+
+/* [worker] the tick, under the instance's actor; inst is NULL when the task
+ * was dropped. */
+static void timer_run(void *arg, void *actor_ctx)
+{
+	struct timer *t = arg;
+	struct instance *inst = actor_ctx;
+	atomic_store(&t->pending, false);
+	if (inst && !atomic_load(&t->cancelled) && inst->st == INST_RUNNING)
+		t->fn(inst->state, t->user);
+	timer_unref(t);
+}
+
+/* [loop] */
+static void timer_fire(evutil_socket_t fd, short what, void *arg)
+{
+	struct timer *t = arg;
+	if (atomic_load(&t->cancelled))
+		return;
+	if (!atomic_exchange(&t->pending, true)) {
+		atomic_fetch_add(&t->refs, 1);
+		struct task task = {.kind = TASK_CALL, .target = t, .u.fn = timer_run};
+		if (!actor_post(&t->inst->actor, &task)) {
+			atomic_store(&t->pending, false);
+			timer_unref(t);
+			return;
+		}
+	}
+	timer_arm(t);
+}
+
+static void timer_remove(struct timer *t)
+{
+	atomic_store(&t->cancelled, true);
+	event_del(t->ev);
+	timer_unref(t);
+}
+
+static void timers_clear(struct instance *inst)
+{
+	pthread_mutex_lock(&inst->timers_lock);
+	struct timer *t = inst->timers;
+	inst->timers = NULL;
+	pthread_mutex_unlock(&inst->timers_lock);
+	while (t) {
+		struct timer *next = t->next;
+		timer_remove(t);
+		t = next;
+	}
+}
+
+/* ---- the host API ------------------------------------------------------------ */
+
+static void api_log(plant_instance *self, int level, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	log_vwrite(level, self ? inst_of(self)->spec->name : NULL, fmt, ap);
+	va_end(ap);
+}
+
+static void api_error(plant_instance *self, const char *key, const char *fmt, ...)
+{
+	struct instance *inst = inst_of(self);
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(inst->error, sizeof inst->error, fmt, ap);
+	va_end(ap);
+	snprintf(inst->error_key, sizeof inst->error_key, "%s", key ? key : "");
+}
+
+static int publish_msg(struct instance *inst, struct plant_msg *msg)
+{
+	if (!msg)
+		return PLANT_E_NOMEM;
+	int rc = bus_publish(inst->site->bus, msg);
+	if (rc == PLANT_OK)
+		metrics_counter_add(inst->metrics, "published", 1);
+	return rc;
+}
+
+static int api_publish(plant_instance *self, const char *topic, json_t *body)
+{
+	if (!body)
+		return PLANT_E_INVALID;
+	if (!bus_topic_valid(topic)) {
+		json_decref(body);
+		return PLANT_E_INVALID;
+	}
+	return publish_msg(inst_of(self), msg_new_json(topic, body));
+}
+
+static int api_publish_text(plant_instance *self, const char *topic, const char *json, size_t len)
+{
+	if (!json || !bus_topic_valid(topic))
+		return PLANT_E_INVALID;
+	/* checked once here so that no reader ever meets a broken body */
+	json_t *tree = json_loadb(json, len, JSON_DECODE_ANY, NULL);
+	if (!tree)
+		return PLANT_E_INVALID;
+	json_decref(tree);
+	return publish_msg(inst_of(self), msg_new_text(topic, json, len));
+}
+
+static int api_subscribe(plant_instance *self, const char *pattern, plant_msg_handler fn,
+			 void *user, uint64_t *sub_out)
+{
+	struct instance *inst = inst_of(self);
+	if (!inst->actor.exec)
+		return PLANT_E_STATE; /* validate() may not subscribe */
+	return bus_subscribe(inst->site->bus, pattern, inst, &inst->actor, fn, user, sub_out);
+}
+
+static int api_unsubscribe(plant_instance *self, uint64_t sub)
+{
+	struct instance *inst = inst_of(self);
+	return bus_unsubscribe(inst->site->bus, inst, sub);
+}
+
+static int api_timer_add(plant_instance *self, uint64_t every_ms, uint64_t jitter_ms,
+			 plant_timer_fn fn, void *user, uint64_t *timer_out)
+{
+	struct instance *inst = inst_of(self);
+	if (!fn || every_ms == 0)
+		return PLANT_E_INVALID;
+	if (!inst->actor.exec || !inst->site->base)
+		return PLANT_E_STATE;
+	struct timer *t = calloc(1, sizeof *t);
+	if (!t)
+		return PLANT_E_NOMEM;
+	t->inst = inst;
+	t->every_ms = every_ms;
+	t->jitter_ms = jitter_ms;
+	t->fn = fn;
+	t->user = user;
+	t->seed = (unsigned int)clock_mono_ns();
+	atomic_init(&t->refs, 1);
+	t->ev = event_new(inst->site->base, -1, 0, timer_fire, t);
+	if (!t->ev) {
+		free(t);
+		return PLANT_E_NOMEM;
+	}
+	pthread_mutex_lock(&inst->timers_lock);
+	t->id = inst->next_timer_id++;
+	t->next = inst->timers;
+	inst->timers = t;
+	pthread_mutex_unlock(&inst->timers_lock);
+	timer_arm(t);
+	if (timer_out)
+		*timer_out = t->id;
+	return PLANT_OK;
+}
+
+static int api_timer_cancel(plant_instance *self, uint64_t id)
+{
+	struct instance *inst = inst_of(self);
+	pthread_mutex_lock(&inst->timers_lock);
+	struct timer **pp = &inst->timers, *t = NULL;
+	while (*pp && (*pp)->id != id)
+		pp = &(*pp)->next;
+	if (*pp) {
+		t = *pp;
+		*pp = t->next;
+	}
+	pthread_mutex_unlock(&inst->timers_lock);
+	if (!t)
+		return PLANT_E_NOTFOUND;
+	timer_remove(t);
+	return PLANT_OK;
+}
+
+static int api_counter_add(plant_instance *self, const char *name, uint64_t delta)
+{
+	return metrics_counter_add(inst_of(self)->metrics, name, delta);
+}
+
+static int api_gauge_set(plant_instance *self, const char *name, double value)
+{
+	return metrics_gauge_set(inst_of(self)->metrics, name, value);
+}
+
+static const json_t *api_config(plant_instance *self)
+{
+	return inst_of(self)->config;
+}
+
+static const char *api_instance_name(plant_instance *self)
+{
+	return inst_of(self)->spec->name;
+}
+
+static const char *api_site_name(plant_instance *self)
+{
+	struct instance *inst = inst_of(self);
+	return inst->site ? inst->site->cfg->site : "";
+}
+
+static const char *api_data_dir(plant_instance *self)
+{
+	struct instance *inst = inst_of(self);
+	return inst->site ? inst->site->cfg->data_dir : ".";
+}
+
+static uint64_t api_now_ms(plant_instance *self)
+{
+	return clock_now_ms();
+}
+
+static const char *api_msg_id(const plant_msg *m)
+{
+	return m->id;
+}
+
+static const char *api_msg_topic(const plant_msg *m)
+{
+	return m->topic;
+}
+
+static uint64_t api_msg_ts(const plant_msg *m)
+{
+	return m->ts;
+}
+
+static const char *api_msg_body_text(const plant_msg *m, size_t *len_out)
+{
+	if (len_out)
+		*len_out = m->len;
+	return m->text;
+}
+
+static const json_t *api_msg_body(const plant_msg *m)
+{
+	return msg_tree(m);
+}
+
+static const char *api_msg_attr(const plant_msg *m, const char *name)
+{
+	return m->attrs ? json_string_value(json_object_get(m->attrs, name)) : NULL;
+}
+
+static uint32_t api_msg_receive_count(const plant_msg *m)
+{
+	return m->receive_count;
+}
+
+const struct plant_host_api host_api = {
+	.struct_size = sizeof(struct plant_host_api),
+	.abi_major = PLANT_ABI_MAJOR,
+	.abi_minor = PLANT_ABI_MINOR,
+	.log = api_log,
+	.error = api_error,
+	.publish = api_publish,
+	.publish_text = api_publish_text,
+	.subscribe = api_subscribe,
+	.unsubscribe = api_unsubscribe,
+	.timer_add = api_timer_add,
+	.timer_cancel = api_timer_cancel,
+	.counter_add = api_counter_add,
+	.gauge_set = api_gauge_set,
+	.config = api_config,
+	.instance_name = api_instance_name,
+	.site_name = api_site_name,
+	.data_dir = api_data_dir,
+	.now_ms = api_now_ms,
+	.msg_id = api_msg_id,
+	.msg_topic = api_msg_topic,
+	.msg_ts = api_msg_ts,
+	.msg_body_text = api_msg_body_text,
+	.msg_body = api_msg_body,
+	.msg_attr = api_msg_attr,
+	.msg_receive_count = api_msg_receive_count,
+};
+
+/* ---- the site ------------------------------------------------------------------ */
+
+int site_check(const struct site_config *cfg, const char *default_plugin_path, char *err,
+	       size_t errlen)
+{
+	char *path = plugin_path_for(cfg, default_plugin_path);
+	struct site tmp = {.cfg = (struct site_config *)cfg};
+	int rc = PLANT_OK;
+	for (size_t i = 0; i < cfg->n_instances && !rc; i++) {
+		struct instance *inst;
+		rc = inst_prepare(&tmp, &cfg->instances[i], path, &inst, err, errlen);
+		if (!rc)
+			inst_free(inst);
+	}
+	free(path);
+	return rc;
+}
+
+static int make_dirs(const char *dir, char *err, size_t errlen)
+{
+	char buf[PATH_MAX];
+	snprintf(buf, sizeof buf, "%s", dir);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		mkdir(buf, 0755);
+		*p = '/';
+	}
+	if (mkdir(buf, 0755) != 0 && errno != EEXIST) {
+		snprintf(err, errlen, "data_dir %s: cannot create: %s", dir, strerror(errno));
+		return PLANT_E_IO;
+	}
+	if (access(buf, W_OK) != 0) {
+		snprintf(err, errlen, "data_dir %s: not writable: %s", dir, strerror(errno));
+		return PLANT_E_IO;
+	}
+	return PLANT_OK;
+}
+
+static void stop_all(struct site *site, bool *abandoned)
+{
+	for (size_t i = site->n; i-- > 0;)
+		abandoned[i] = !inst_stop(site->insts[i]);
+}
+
+static void destroy_all(struct site *site, const bool *abandoned)
+{
+	for (size_t i = site->n; i-- > 0;)
+		inst_destroy(site->insts[i], abandoned && abandoned[i]);
+	free(site->insts);
+	site->insts = NULL;
+	site->n = 0;
+}
+
+/* Bring up instances [from, site->n): init all, then start all. A required
+ * instance failing is fatal when `fatal`; otherwise it is logged and kept as
+ * failed. */
+static int bring_up(struct site *site, size_t from, bool fatal, char *err, size_t errlen)
+{
+	char why[2048];
+	for (size_t i = from; i < site->n; i++) {
+		struct instance *inst = site->insts[i];
+		if (inst->st != INST_NEW)
+			continue;
+		if (inst_init(inst, why, sizeof why) == PLANT_OK)
+			continue;
+		if (fatal && inst->spec->required) {
+			snprintf(err, errlen, "%s", why);
+			return PLANT_E_PLUGIN;
+		}
+		log_write(PLANT_LOG_ERROR, inst->spec->name, "%s%s", why,
+			  inst->spec->required ? "" : " (required = false: the site runs on)");
+	}
+	for (size_t i = from; i < site->n; i++) {
+		struct instance *inst = site->insts[i];
+		if (inst->st != INST_INITIALISED)
+			continue;
+		if (inst_start(inst, why, sizeof why) == PLANT_OK)
+			continue;
+		inst_stop(inst);
+		inst->st = INST_FAILED;
+		if (fatal && inst->spec->required) {
+			snprintf(err, errlen, "%s", why);
+			return PLANT_E_PLUGIN;
+		}
+		log_write(PLANT_LOG_ERROR, inst->spec->name, "%s", why);
+	}
+	return PLANT_OK;
+}
+
+int site_create(struct site_config *cfg, const char *default_plugin_path, struct event_base *base,
+		struct site **out, char *err, size_t errlen)
+{
+	struct site *site = calloc(1, sizeof *site);
+	site->cfg = cfg;
+	site->base = base;
+	site->default_path = strdup(default_plugin_path);
+	int rc = make_dirs(cfg->data_dir, err, errlen);
+	if (rc)
+		goto fail;
+	long cores = sysconf(_SC_NPROCESSORS_ONLN);
+	int workers = cfg->workers ? cfg->workers : (int)(cores > 0 ? cores : 1);
+	if (bus_create(&site->bus) || executor_create(workers, drop_task, &site->exec)) {
+		snprintf(err, errlen, "cannot start the bus and workers: out of resources");
+		rc = PLANT_E_NOMEM;
+		goto fail;
+	}
+	char *path = plugin_path_for(cfg, default_plugin_path);
+	site->insts = calloc(cfg->n_instances ? cfg->n_instances : 1, sizeof *site->insts);
+	for (size_t i = 0; i < cfg->n_instances; i++) {
+		rc = inst_prepare(site, &cfg->instances[i], path, &site->insts[site->n], err,
+				  errlen);
+		if (rc)
+			break;
+		site->n++;
+	}
+	free(path);
+	if (!rc)
+		rc = bring_up(site, 0, true, err, errlen);
+	if (rc) {
+		bool *ab = calloc(site->n + 1, sizeof *ab);
+		stop_all(site, ab);
+		destroy_all(site, ab);
+		free(ab);
+		goto fail;
+	}
+	log_info("site \"%s\" up: %zu instances, %d workers, data in %s", cfg->site, site->n,
+		 executor_workers(site->exec), cfg->data_dir);
+	*out = site;
+	return PLANT_OK;
+fail:
+	executor_destroy(site->exec);
+	bus_destroy(site->bus);
+	free(site->default_path);
+	free(site);
+	config_free(cfg);
+	return rc;
+}
+
+void site_destroy(struct site *site)
+{
+	if (!site)
+		return;
+	bool *ab = calloc(site->n + 1, sizeof *ab);
+	stop_all(site, ab);
+	/* workers finish what runs, then exit: nothing calls a plugin after */
+	executor_destroy(site->exec);
+	destroy_all(site, ab);
+	free(ab);
+	bus_destroy(site->bus);
+	config_free(site->cfg);
+	free(site->default_path);
+	free(site);
+}
+
+int site_reload(struct site *site, struct site_config *cfg, char *err, size_t errlen)
+{
+	size_t n_new = cfg->n_instances;
+	struct instance **next = calloc(n_new + 1, sizeof *next);
+	bool *keep = calloc(site->n + 1, sizeof *keep);
+	char *path = plugin_path_for(cfg, site->default_path);
+	int rc = PLANT_OK;
+
+	/* 1. Check everything that changes before touching anything. */
+	for (size_t i = 0; i < n_new && !rc; i++) {
+		const struct instance_spec *spec = &cfg->instances[i];
+		struct instance *old = NULL;
+		size_t oi = 0;
+		for (; oi < site->n; oi++)
+			if (strcmp(site->insts[oi]->spec->name, spec->name) == 0) {
+				old = site->insts[oi];
+				break;
+			}
+		if (old && old->st == INST_RUNNING && instance_spec_equal(old->spec, spec)) {
+			next[i] = old;
+			keep[oi] = true;
+			continue;
+		}
+		rc = inst_prepare(site, spec, path, &next[i], err, errlen);
+	}
+	free(path);
+	if (rc) {
+		for (size_t i = 0; i < n_new; i++)
+			if (next[i] && next[i]->st == INST_NEW)
+				inst_free(next[i]);
+		free(next);
+		free(keep);
+		config_free(cfg);
+		return PLANT_E_CONFIG;
+	}
+
+	/* 2. Stop what goes away or changes, last first. */
+	size_t stopped = 0, started = 0;
+	for (size_t i = site->n; i-- > 0;) {
+		if (keep[i])
+			continue;
+		struct instance *inst = site->insts[i];
+		bool ok = inst_stop(inst);
+		inst_destroy(inst, !ok);
+		stopped++;
+	}
+	free(keep);
+	free(site->insts);
+	site->insts = next;
+	site->n = n_new;
+
+	/* the new globals that can change live */
+	if (cfg->log_level >= 0)
+		log_set_level(cfg->log_level);
+	if (cfg->workers != site->cfg->workers || strcmp(cfg->data_dir, site->cfg->data_dir) != 0)
+		log_warn("reload: 'workers' and 'data_dir' take effect at the next start");
+	free(cfg->data_dir);
+	cfg->data_dir = strdup(site->cfg->data_dir);
+	cfg->workers = site->cfg->workers;
+	config_free(site->cfg);
+	site->cfg = cfg;
+
+	/* 3. Start what is new, in config order. */
+	for (size_t i = 0; i < site->n; i++)
+		if (site->insts[i]->st == INST_NEW)
+			started++;
+	bring_up(site, 0, false, err, errlen);
+	log_info("reload applied: %zu stopped, %zu started, %zu untouched", stopped, started,
+		 site->n - started);
+	return PLANT_OK;
+}
+
+size_t site_instance_count(const struct site *site)
+{
+	return site->n;
+}
+
+struct instance *site_instance(const struct site *site, size_t i)
+{
+	return i < site->n ? site->insts[i] : NULL;
+}
+
+struct instance *site_find(const struct site *site, const char *name)
+{
+	for (size_t i = 0; i < site->n; i++)
+		if (strcmp(site->insts[i]->spec->name, name) == 0)
+			return site->insts[i];
+	return NULL;
+}
+
+struct bus *site_bus(const struct site *site)
+{
+	return site->bus;
+}
+
+const struct site_config *site_config(const struct site *site)
+{
+	return site->cfg;
+}
+
+bool site_wait_idle(struct site *site, uint64_t timeout_ms)
+{
+	uint64_t deadline = clock_mono_ns() + timeout_ms * 1000000u;
+	for (size_t i = 0; i < site->n; i++)
+		if (site->insts[i]->actor.exec &&
+		    !actor_wait_idle(&site->insts[i]->actor, deadline))
+			return false;
+	return true;
+}

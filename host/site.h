@@ -1,0 +1,85 @@
+/* A running site: its instances, the bus, the executor, the event loop
+ * timers, and the host API table plugins receive. Lifecycle and reload. */
+#ifndef PLANTD_SITE_H
+#define PLANTD_SITE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#include "plantd/plantd.h"
+#include "config.h"
+#include "executor.h"
+#include "loader.h"
+
+struct event_base;
+struct site;
+struct metrics;
+
+enum instance_state {
+	INST_NEW,
+	INST_INITIALISED,
+	INST_RUNNING,
+	INST_STOPPED,
+	INST_FAILED, /* init or start failed; kept for the report */
+};
+
+struct instance {
+	struct site *site;
+	struct instance_spec *spec; /* owned copy */
+	struct module *mod;
+	json_t *config; /* settings with defaults, as the plugin sees it */
+	void *state;
+	enum instance_state st;
+	struct actor actor;
+	struct metrics *metrics;
+	char error[512]; /* the last api->error() text */
+	char error_key[64];
+	pthread_mutex_t timers_lock;
+	struct timer *timers;
+	uint64_t next_timer_id;
+	atomic_ullong handled, errors;
+};
+
+/* Open every module of `cfg`, check every instance's settings against its
+ * module's key table and call each validate(). Does not init anything. On
+ * failure err holds "FILE:LINE: instance \"x\": ...". Used by --check and
+ * before a reload. */
+int site_check(const struct site_config *cfg, const char *default_plugin_path, char *err,
+	       size_t errlen);
+
+/* Build a site from `cfg` (taken over), run every init() in config order and
+ * then every start(). An init() that fails on a required instance fails the
+ * whole (with the plugin's message in err); an optional one is logged and
+ * kept as failed. `base` is the loop that runs timers. */
+int site_create(struct site_config *cfg, const char *default_plugin_path, struct event_base *base,
+		struct site **out, char *err, size_t errlen);
+/* Stop every instance in reverse config order (letting in-flight calls
+ * finish within shutdown_timeout), then destroy them and close modules. */
+void site_destroy(struct site *site);
+
+/* Apply `cfg` (taken over) to a running site: unchanged instances go on
+ * untouched, changed ones restart with new settings, removed ones stop, new
+ * ones start. A config that does not check is refused as a whole and the
+ * site is left as it was (PLANT_E_CONFIG with the reason in err). */
+int site_reload(struct site *site, struct site_config *cfg, char *err, size_t errlen);
+
+/* Counters for the summary and tests. */
+size_t site_instance_count(const struct site *site);
+struct instance *site_instance(const struct site *site, size_t i);
+struct instance *site_find(const struct site *site, const char *name);
+struct bus *site_bus(const struct site *site);
+const struct site_config *site_config(const struct site *site);
+/* Wait until no instance has work pending (tests), up to timeout_ms. */
+bool site_wait_idle(struct site *site, uint64_t timeout_ms);
+
+/* The host API table (one for every instance). */
+extern const struct plant_host_api host_api;
+
+/* The default plugin path: the build tree's plugins when running from the
+ * build tree, else the installed plugin directory. */
+const char *site_default_plugin_path(void);
+
+#endif
