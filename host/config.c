@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <libconfig.h>
 #include <limits.h>
+#include <pthread.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,10 +51,42 @@ static int fail(char *err, size_t errlen, const char *file, int line, const char
 	return PLANT_E_CONFIG;
 }
 
+/* libconfig names an @include'd file as written in the directive; the
+ * include directory makes it a path a user can find. Names are interned so
+ * they live as long as the process, like libconfig's own. */
+static const char *resolve_name(const char *dir, const char *f)
+{
+	static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+	static json_t *names;
+	if (!f || f[0] == '/' || !dir)
+		return f;
+	char *full = path_join(dir, f);
+	if (!full)
+		return f;
+	pthread_mutex_lock(&lock);
+	if (!names)
+		names = json_object();
+	json_t *v = json_object_get(names, full);
+	if (!v) {
+		v = json_string(full);
+		json_object_set_new(names, full, v);
+	}
+	pthread_mutex_unlock(&lock);
+	free(full);
+	return json_string_value(v);
+}
+
+static _Thread_local const char *include_dir;
+
 static const char *setting_file(const config_setting_t *s, const char *fallback)
 {
 	const char *f = config_setting_source_file(s);
-	return f ? f : fallback;
+	if (!f)
+		return fallback;
+	/* the files we open ourselves are already full paths */
+	if (fallback && strcmp(f, fallback) == 0)
+		return fallback;
+	return resolve_name(include_dir, f);
 }
 
 /* libconfig value -> JSON. Strings must be UTF-8 (JSON's rule). */
@@ -407,6 +440,8 @@ static int load_file(struct site_config *cfg, const char *file, int overlay, cha
 	int rc = PLANT_OK;
 	if (config_read_file(&lc, file) != CONFIG_TRUE) {
 		const char *efile = config_error_file(&lc);
+		if (efile && strcmp(efile, file) != 0)
+			efile = resolve_name(cfg->dir, efile);
 		if (config_error_type(&lc) == CONFIG_ERR_FILE_IO && !efile)
 			rc = fail(err, errlen, file, 0, "cannot read: %s", strerror(errno));
 		else
@@ -415,6 +450,7 @@ static int load_file(struct site_config *cfg, const char *file, int overlay, cha
 		config_destroy(&lc);
 		return rc;
 	}
+	include_dir = cfg->dir;
 	config_setting_t *root = config_root_setting(&lc);
 	for (int i = 0; i < config_setting_length(root) && !rc; i++) {
 		config_setting_t *s = config_setting_get_elem(root, (unsigned)i);
