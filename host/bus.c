@@ -1,11 +1,52 @@
 #include "bus.h"
 
 #include <fnmatch.h>
+#include <stdio.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define TOPIC_MAX 200
+#include "clock.h"
+#include "config.h"
+#include "queue.h"
+
+#define TOPIC_MAX     200
+#define BATCH_DEFAULT 256
+
+struct bus_queue;
+
+/* A plugin instance receiving from a queue. One batch at a time: while one
+ * is out (`busy`), the next waits in the queue, visible to other
+ * consumers. */
+struct consumer {
+	uint64_t id;
+	void *owner;
+	struct actor *actor;
+	plant_msg_handler fn;
+	void *user;
+	uint32_t max_batch;
+	struct bus_queue *bq;
+	struct bus *bus;
+	atomic_bool busy;
+	atomic_bool dead;
+	atomic_uint refs;
+};
+
+struct bus_queue {
+	struct queue *q;
+	char *dead_letter; /* its name, linked later */
+	json_t *patterns;  /* array of strings */
+	pthread_mutex_t cons_lock;
+	struct consumer **cons;
+	size_t n_cons, rr;
+};
+
+/* A batch handed to a consumer's actor. */
+struct batch {
+	struct consumer *c;
+	size_t n;
+	struct delivery *d[];
+};
 
 /* A topic seen by the bus: its counters and the subscriptions that match
  * it, worked out once per change of the subscription set. */
@@ -15,6 +56,8 @@ struct topic {
 	uint64_t gen; /* the subscription generation `subs` was made for */
 	struct bus_sub **subs;
 	size_t n_subs;
+	struct bus_queue **queues; /* queues subscribed to it */
+	size_t n_queues;
 	struct topic *next; /* hash chain */
 };
 
@@ -26,6 +69,9 @@ struct bus {
 	uint64_t next_id;
 	struct topic **buckets;
 	size_t n_buckets, n_topics;
+	struct bus_queue **queues;
+	size_t n_queues;
+	bus_invoke_fn invoke;
 };
 
 static uint64_t hash_str(const char *s)
@@ -50,6 +96,17 @@ int bus_create(struct bus **out)
 	return PLANT_OK;
 }
 
+void bus_set_invoke(struct bus *b, bus_invoke_fn invoke)
+{
+	b->invoke = invoke;
+}
+
+static void consumer_unref(struct consumer *c)
+{
+	if (atomic_fetch_sub(&c->refs, 1) == 1)
+		free(c);
+}
+
 void bus_sub_unref(struct bus_sub *sub)
 {
 	if (atomic_fetch_sub(&sub->refs, 1) != 1)
@@ -67,12 +124,27 @@ void bus_destroy(struct bus *b)
 		bus_sub_unref(b->subs[i]);
 	}
 	free(b->subs);
+	for (size_t i = 0; i < b->n_queues; i++) {
+		struct bus_queue *bq = b->queues[i];
+		for (size_t k = 0; k < bq->n_cons; k++) {
+			atomic_store(&bq->cons[k]->dead, true);
+			consumer_unref(bq->cons[k]);
+		}
+		free(bq->cons);
+		queue_destroy(bq->q);
+		free(bq->dead_letter);
+		json_decref(bq->patterns);
+		pthread_mutex_destroy(&bq->cons_lock);
+		free(bq);
+	}
+	free(b->queues);
 	for (size_t i = 0; i < b->n_buckets; i++) {
 		struct topic *t = b->buckets[i];
 		while (t) {
 			struct topic *next = t->next;
 			free(t->name);
 			free(t->subs);
+			free(t->queues);
 			free(t);
 			t = next;
 		}
@@ -166,6 +238,23 @@ static size_t remove_subs(struct bus *b, void *owner, uint64_t id)
 		}
 	}
 	b->n_subs = j;
+	for (size_t i = 0; i < b->n_queues; i++) {
+		struct bus_queue *bq = b->queues[i];
+		pthread_mutex_lock(&bq->cons_lock);
+		size_t k = 0;
+		for (size_t x = 0; x < bq->n_cons; x++) {
+			struct consumer *c = bq->cons[x];
+			if (c->owner == owner && (id == 0 || c->id == id)) {
+				atomic_store(&c->dead, true);
+				consumer_unref(c);
+				removed++;
+			} else {
+				bq->cons[k++] = c;
+			}
+		}
+		bq->n_cons = k;
+		pthread_mutex_unlock(&bq->cons_lock);
+	}
 	if (removed)
 		b->gen++;
 	return removed;
@@ -241,6 +330,24 @@ static struct topic *topic_refresh(struct bus *b, const char *name, uint64_t h)
 		free(t->subs);
 		t->subs = v;
 		t->n_subs = n;
+		struct bus_queue **qv = malloc((b->n_queues ? b->n_queues : 1) * sizeof *qv);
+		if (!qv)
+			return NULL;
+		size_t nq = 0;
+		for (size_t i = 0; i < b->n_queues; i++) {
+			size_t k;
+			json_t *p;
+			json_array_foreach(b->queues[i]->patterns, k, p)
+			{
+				if (bus_glob_match(json_string_value(p), name)) {
+					qv[nq++] = b->queues[i];
+					break;
+				}
+			}
+		}
+		free(t->queues);
+		t->queues = qv;
+		t->n_queues = nq;
 		t->gen = b->gen;
 	}
 	return t;
@@ -260,7 +367,36 @@ static void deliver(struct topic *t, struct plant_msg *msg)
 	}
 }
 
-int bus_publish(struct bus *b, struct plant_msg *msg)
+static void pump(struct bus *b, struct bus_queue *bq);
+
+/* With the lock held: queues first (they may refuse the whole publish),
+ * then handlers. Fills `pumps` with the queues to wake after unlocking. */
+static int route(struct topic *t, struct plant_msg *msg, const char *dedup_key, uint64_t delay_ms,
+		 struct bus_queue ***pumps, size_t *n_pumps)
+{
+	*n_pumps = 0;
+	if (t->n_queues) {
+		struct queue *one[8], **qs = one;
+		if (t->n_queues > 8 && !(qs = malloc(t->n_queues * sizeof *qs)))
+			return PLANT_E_NOMEM;
+		for (size_t i = 0; i < t->n_queues; i++)
+			qs[i] = t->queues[i]->q;
+		int rc = queue_push_all(qs, t->n_queues, msg, dedup_key, delay_ms, clock_now_ms());
+		if (qs != one)
+			free(qs);
+		if (rc)
+			return rc;
+		*pumps = malloc(t->n_queues * sizeof **pumps);
+		if (*pumps) {
+			memcpy(*pumps, t->queues, t->n_queues * sizeof **pumps);
+			*n_pumps = t->n_queues;
+		}
+	}
+	deliver(t, msg);
+	return PLANT_OK;
+}
+
+int bus_publish_ex(struct bus *b, struct plant_msg *msg, const char *dedup_key, uint64_t delay_ms)
 {
 	if (!msg)
 		return PLANT_E_NOMEM;
@@ -269,23 +405,395 @@ int bus_publish(struct bus *b, struct plant_msg *msg)
 		return PLANT_E_INVALID;
 	}
 	uint64_t h = hash_str(msg->topic);
+	struct bus_queue **pumps = NULL;
+	size_t n_pumps = 0;
+	int rc;
 	pthread_rwlock_rdlock(&b->lock);
 	struct topic *t = topic_find(b, msg->topic, h);
 	if (t && t->gen == b->gen) {
-		deliver(t, msg);
+		rc = route(t, msg, dedup_key, delay_ms, &pumps, &n_pumps);
 		pthread_rwlock_unlock(&b->lock);
-		msg_unref(msg);
+	} else {
+		pthread_rwlock_unlock(&b->lock);
+		pthread_rwlock_wrlock(&b->lock);
+		t = topic_refresh(b, msg->topic, h);
+		rc = t ? route(t, msg, dedup_key, delay_ms, &pumps, &n_pumps) : PLANT_E_NOMEM;
+		pthread_rwlock_unlock(&b->lock);
+	}
+	msg_unref(msg);
+	/* queues are never removed while the bus lives */
+	for (size_t i = 0; i < n_pumps; i++)
+		pump(b, pumps[i]);
+	free(pumps);
+	return rc;
+}
+
+int bus_publish(struct bus *b, struct plant_msg *msg)
+{
+	return bus_publish_ex(b, msg, NULL, 0);
+}
+
+/* ---- queues ---------------------------------------------------------------------- */
+
+static int dur_key(const json_t *settings, const char *key, uint64_t *out, int positive,
+		   const char **bad_key, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(settings, key);
+	if (!v)
 		return PLANT_OK;
+	if (parse_duration_ms(v, out) != PLANT_OK || (positive && *out == 0)) {
+		*bad_key = key;
+		snprintf(
+			err, errlen,
+			"'%s' must be a %sduration (seconds, or \"250ms\", \"30s\", \"5m\", \"4d\")",
+			key, positive ? "positive " : "");
+		return PLANT_E_CONFIG;
+	}
+	return PLANT_OK;
+}
+
+static int int_key(const json_t *settings, const char *key, uint64_t *out, uint64_t min,
+		   const char **bad_key, char *err, size_t errlen)
+{
+	json_t *v = json_object_get(settings, key);
+	if (!v)
+		return PLANT_OK;
+	if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)min) {
+		*bad_key = key;
+		snprintf(err, errlen, "'%s' must be an integer of at least %llu", key,
+			 (unsigned long long)min);
+		return PLANT_E_CONFIG;
+	}
+	*out = (uint64_t)json_integer_value(v);
+	return PLANT_OK;
+}
+
+int bus_queue_parse(const json_t *settings, struct queue_settings *out, const char **bad_key,
+		    char *err, size_t errlen)
+{
+	static const char *const known[] = {"subscribe",   "visibility_timeout", "max_receive",
+					    "dead_letter", "retention",		 "max_depth",
+					    "delay",	   "dedup_window",	 NULL};
+	*bad_key = NULL;
+	queue_settings_default(out);
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)settings, key, v)
+	{
+		size_t i = 0;
+		while (known[i] && strcmp(known[i], key) != 0)
+			i++;
+		if (!known[i]) {
+			*bad_key = key;
+			snprintf(err, errlen, "unknown queue setting '%s'", key);
+			return PLANT_E_CONFIG;
+		}
+	}
+	json_t *sub = json_object_get(settings, "subscribe");
+	if (sub) {
+		size_t i;
+		json_t *p;
+		int ok = json_is_array(sub);
+		json_array_foreach(sub, i, p) ok = ok && bus_pattern_valid(json_string_value(p));
+		if (!ok) {
+			*bad_key = "subscribe";
+			snprintf(
+				err, errlen,
+				"'subscribe' must be a list of topic names or patterns, e.g. [ \"sensor.*\" ]");
+			return PLANT_E_CONFIG;
+		}
+	}
+	json_t *dl = json_object_get(settings, "dead_letter");
+	if (dl && (!json_is_string(dl) || !bus_topic_valid(json_string_value(dl)))) {
+		*bad_key = "dead_letter";
+		snprintf(err, errlen, "'dead_letter' must name a queue");
+		return PLANT_E_CONFIG;
+	}
+	uint64_t max_receive = out->max_receive;
+	int rc = dur_key(settings, "visibility_timeout", &out->visibility_timeout_ms, 1, bad_key,
+			 err, errlen);
+	if (!rc)
+		rc = int_key(settings, "max_receive", &max_receive, 1, bad_key, err, errlen);
+	if (!rc)
+		rc = dur_key(settings, "retention", &out->retention_ms, 1, bad_key, err, errlen);
+	if (!rc)
+		rc = int_key(settings, "max_depth", &out->max_depth, 1, bad_key, err, errlen);
+	if (!rc)
+		rc = dur_key(settings, "delay", &out->delay_ms, 0, bad_key, err, errlen);
+	if (!rc)
+		rc = dur_key(settings, "dedup_window", &out->dedup_window_ms, 1, bad_key, err,
+			     errlen);
+	out->max_receive = (uint32_t)max_receive;
+	return rc;
+}
+
+static struct bus_queue *find_queue_locked(struct bus *b, const char *name)
+{
+	for (size_t i = 0; i < b->n_queues; i++)
+		if (strcmp(queue_name(b->queues[i]->q), name) == 0)
+			return b->queues[i];
+	return NULL;
+}
+
+struct queue *bus_queue_find(struct bus *b, const char *name)
+{
+	pthread_rwlock_rdlock(&b->lock);
+	struct bus_queue *bq = find_queue_locked(b, name);
+	pthread_rwlock_unlock(&b->lock);
+	return bq ? bq->q : NULL;
+}
+
+int bus_queue_declare(struct bus *b, const char *name, const json_t *settings, char *err,
+		      size_t errlen)
+{
+	struct queue_settings qs;
+	const char *bad_key;
+	char why[512];
+	if (!bus_topic_valid(name)) {
+		snprintf(err, errlen, "bad queue name \"%s\"", name ? name : "");
+		return PLANT_E_INVALID;
+	}
+	if (bus_queue_parse(settings, &qs, &bad_key, why, sizeof why) != PLANT_OK) {
+		snprintf(err, errlen, "queue %s: %s", name, why);
+		return PLANT_E_CONFIG;
+	}
+	json_t *patterns = json_object_get(settings, "subscribe");
+	json_t *dl = json_object_get(settings, "dead_letter");
+	pthread_rwlock_wrlock(&b->lock);
+	struct bus_queue *bq = find_queue_locked(b, name);
+	if (bq) {
+		/* settings that change live; the queue keeps its messages */
+		*(struct queue_settings *)queue_settings_get(bq->q) = qs;
+	} else {
+		bq = calloc(1, sizeof *bq);
+		struct bus_queue **v =
+			bq ? realloc(b->queues, (b->n_queues + 1) * sizeof *v) : NULL;
+		if (!v || queue_create(name, &qs, &bq->q) != PLANT_OK) {
+			pthread_rwlock_unlock(&b->lock);
+			free(bq);
+			snprintf(err, errlen, "queue %s: out of memory", name);
+			return PLANT_E_NOMEM;
+		}
+		pthread_mutex_init(&bq->cons_lock, NULL);
+		b->queues = v;
+		b->queues[b->n_queues++] = bq;
+	}
+	json_decref(bq->patterns);
+	bq->patterns = patterns ? json_deep_copy(patterns) : json_array();
+	free(bq->dead_letter);
+	bq->dead_letter = dl ? strdup(json_string_value(dl)) : NULL;
+	b->gen++;
+	pthread_rwlock_unlock(&b->lock);
+	return PLANT_OK;
+}
+
+int bus_link_dead_letters(struct bus *b, char *err, size_t errlen)
+{
+	int rc = PLANT_OK;
+	pthread_rwlock_wrlock(&b->lock);
+	for (size_t i = 0; i < b->n_queues && !rc; i++) {
+		struct bus_queue *bq = b->queues[i];
+		if (!bq->dead_letter) {
+			queue_set_dead_letter(bq->q, NULL);
+			continue;
+		}
+		struct bus_queue *dlq = find_queue_locked(b, bq->dead_letter);
+		if (!dlq) {
+			snprintf(err, errlen, "queue %s: dead_letter \"%s\" is not a queue",
+				 queue_name(bq->q), bq->dead_letter);
+			rc = PLANT_E_CONFIG;
+			break;
+		}
+		/* follow the chain: it must end, not come back */
+		struct bus_queue *x = dlq;
+		for (size_t hops = 0; x && x->dead_letter; hops++) {
+			if (x == bq || hops > b->n_queues) {
+				snprintf(err, errlen, "queue %s: dead-letter queues form a cycle",
+					 queue_name(bq->q));
+				rc = PLANT_E_CONFIG;
+				break;
+			}
+			x = find_queue_locked(b, x->dead_letter);
+		}
+		if (!rc)
+			queue_set_dead_letter(bq->q, dlq->q);
 	}
 	pthread_rwlock_unlock(&b->lock);
+	return rc;
+}
 
+int bus_consume(struct bus *b, const char *queue, void *owner, struct actor *actor,
+		plant_msg_handler fn, void *user, uint32_t max_batch, uint64_t *id_out)
+{
+	if (!fn || !queue)
+		return PLANT_E_INVALID;
+	struct consumer *c = calloc(1, sizeof *c);
+	if (!c)
+		return PLANT_E_NOMEM;
+	c->owner = owner;
+	c->actor = actor;
+	c->fn = fn;
+	c->user = user;
+	c->max_batch = max_batch ? max_batch : BATCH_DEFAULT;
+	c->bus = b;
+	atomic_init(&c->refs, 1);
 	pthread_rwlock_wrlock(&b->lock);
-	t = topic_refresh(b, msg->topic, h);
-	if (t)
-		deliver(t, msg);
+	struct bus_queue *bq = find_queue_locked(b, queue);
+	if (!bq) {
+		pthread_rwlock_unlock(&b->lock);
+		free(c);
+		return PLANT_E_NOTFOUND;
+	}
+	c->bq = bq;
+	c->id = b->next_id++;
+	pthread_mutex_lock(&bq->cons_lock);
+	struct consumer **v = realloc(bq->cons, (bq->n_cons + 1) * sizeof *v);
+	if (v) {
+		bq->cons = v;
+		bq->cons[bq->n_cons++] = c;
+	}
+	pthread_mutex_unlock(&bq->cons_lock);
 	pthread_rwlock_unlock(&b->lock);
-	msg_unref(msg);
-	return t ? PLANT_OK : PLANT_E_NOMEM;
+	if (!v) {
+		free(c);
+		return PLANT_E_NOMEM;
+	}
+	if (id_out)
+		*id_out = c->id;
+	pump(b, bq);
+	return PLANT_OK;
+}
+
+/* [worker] A batch under the consumer's actor; actor_ctx is NULL when the
+ * task was dropped (the consumer went away). */
+static void run_batch(void *arg, void *actor_ctx)
+{
+	struct batch *bt = arg;
+	struct consumer *c = bt->c;
+	struct queue *q = c->bq->q;
+	int rc = -1;
+	if (actor_ctx && !atomic_load(&c->dead) && c->bus->invoke)
+		rc = c->bus->invoke(actor_ctx, c->fn, (const plant_msg *const *)bt->d, bt->n,
+				    c->user);
+	uint64_t now = clock_now_ms();
+	for (size_t i = 0; i < bt->n; i++) {
+		struct delivery *d = bt->d[i];
+		if (!d->settled) {
+			if (rc == PLANT_OK)
+				queue_ack(q, d);
+			else if (rc < 0)
+				/* nobody saw it: back now, for the next consumer */
+				queue_nack(q, d, 0, NULL, now);
+			else
+				queue_note(q, d, plant_status_name(rc));
+		}
+		delivery_free(d);
+	}
+	atomic_store(&c->busy, false);
+	/* a dropped batch (actor_ctx NULL) may come from pump() itself; the
+	 * next tick hands the messages on */
+	if (actor_ctx && !atomic_load(&c->dead))
+		pump(c->bus, c->bq);
+	consumer_unref(c);
+	free(bt);
+}
+
+/* Hand waiting messages to idle consumers, one batch each. Any thread. */
+static void pump(struct bus *b, struct bus_queue *bq)
+{
+	pthread_mutex_lock(&bq->cons_lock);
+	for (size_t k = 0; k < bq->n_cons; k++) {
+		struct consumer *c = bq->cons[(bq->rr + k) % bq->n_cons];
+		if (atomic_load(&c->dead) || atomic_exchange(&c->busy, true))
+			continue;
+		struct batch *bt = malloc(sizeof *bt + c->max_batch * sizeof bt->d[0]);
+		size_t n = bt ? queue_receive(bq->q, bt->d, c->max_batch, clock_now_ms()) : 0;
+		if (n == 0) {
+			free(bt);
+			atomic_store(&c->busy, false);
+			/* a publish may have come between the receive and here */
+			if (queue_visible(bq->q) == 0)
+				break;
+			continue;
+		}
+		bt->n = n;
+		bt->c = c;
+		atomic_fetch_add(&c->refs, 1);
+		struct task task = {.kind = TASK_CALL, .target = bt, .u.fn = run_batch};
+		if (!actor_post(c->actor, &task))
+			run_batch(bt, NULL);
+	}
+	if (bq->n_cons)
+		bq->rr = (bq->rr + 1) % bq->n_cons;
+	pthread_mutex_unlock(&bq->cons_lock);
+}
+
+static struct delivery *as_delivery(const plant_msg *msg)
+{
+	const struct delivery *d = (const struct delivery *)(const void *)msg;
+	return d && d->kind == MSG_KIND_DELIVERY ? (struct delivery *)d : NULL;
+}
+
+int bus_ack(const plant_msg *msg)
+{
+	struct delivery *d = as_delivery(msg);
+	if (!d)
+		return PLANT_E_INVALID;
+	if (d->settled)
+		return PLANT_E_STATE;
+	return queue_ack(d->queue, d);
+}
+
+int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason)
+{
+	struct delivery *d = as_delivery(msg);
+	if (!d)
+		return PLANT_E_INVALID;
+	if (d->settled)
+		return PLANT_E_STATE;
+	return queue_nack(d->queue, d, delay_ms, reason, clock_now_ms());
+}
+
+uint64_t bus_tick(struct bus *b, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+	pthread_rwlock_rdlock(&b->lock);
+	size_t n = b->n_queues;
+	struct bus_queue **v = malloc((n ? n : 1) * sizeof *v);
+	if (v)
+		memcpy(v, b->queues, n * sizeof *v);
+	pthread_rwlock_unlock(&b->lock);
+	for (size_t i = 0; v && i < n; i++) {
+		uint64_t due = queue_tick(v[i]->q, now);
+		if (due < next)
+			next = due;
+		pump(b, v[i]);
+	}
+	free(v);
+	return next;
+}
+
+json_t *bus_stats_json(struct bus *b)
+{
+	json_t *topics = json_object(), *queues = json_object();
+	uint64_t now = clock_now_ms();
+	pthread_rwlock_wrlock(&b->lock);
+	for (size_t i = 0; i < b->n_buckets; i++) {
+		for (struct topic *t = b->buckets[i]; t; t = t->next) {
+			struct topic *r = topic_refresh(b, t->name, hash_str(t->name));
+			json_object_set_new(topics, t->name,
+					    json_pack("{s:I, s:I, s:I}", "published",
+						      (json_int_t)atomic_load(&t->published),
+						      "subscribers",
+						      (json_int_t)(r ? r->n_subs : 0), "queues",
+						      (json_int_t)(r ? r->n_queues : 0)));
+		}
+	}
+	for (size_t i = 0; i < b->n_queues; i++)
+		json_object_set_new(queues, queue_name(b->queues[i]->q),
+				    queue_stats_json(b->queues[i]->q, now));
+	pthread_rwlock_unlock(&b->lock);
+	return json_pack("{s:o, s:o}", "topics", topics, "queues", queues);
 }
 
 json_t *bus_topics_json(struct bus *b)

@@ -12,6 +12,15 @@
 #include "msg.h"
 
 struct bus;
+struct queue;
+struct queue_settings;
+
+/* How the bus enters an instance to run a handler, on a worker, under the
+ * instance's actor. `actor_ctx` is what the actor's dispatch received (NULL
+ * when the task was dropped). Returns the handler's status, or -1 when the
+ * instance cannot take messages now. */
+typedef int (*bus_invoke_fn)(void *actor_ctx, plant_msg_handler fn, const plant_msg *const *msgs,
+			     size_t n, void *user);
 
 struct bus_sub {
 	uint64_t id;
@@ -25,6 +34,7 @@ struct bus_sub {
 };
 
 int bus_create(struct bus **out);
+void bus_set_invoke(struct bus *bus, bus_invoke_fn invoke);
 void bus_destroy(struct bus *bus);
 
 /* Topic names: 1..200 characters of [A-Za-z0-9_.-], no empty segment. */
@@ -36,10 +46,44 @@ bool bus_glob_match(const char *pattern, const char *topic);
 int bus_subscribe(struct bus *bus, const char *pattern, void *owner, struct actor *actor,
 		  plant_msg_handler fn, void *user, uint64_t *id_out);
 int bus_unsubscribe(struct bus *bus, void *owner, uint64_t id);
+/* Removes the owner's subscriptions and consumers; what a consumer holds
+ * comes back to its queue when its batch finishes or is dropped. */
 void bus_unsubscribe_owner(struct bus *bus, void *owner);
 
 /* Publish `msg` ([stolen]) to every matching subscriber. */
 int bus_publish(struct bus *bus, struct plant_msg *msg);
+/* ... with a deduplication key and a delay for the queues. A queue that is
+ * full refuses the whole publish: PLANT_E_FULL, delivered nowhere. */
+int bus_publish_ex(struct bus *bus, struct plant_msg *msg, const char *dedup_key,
+		   uint64_t delay_ms);
+
+/* ---- queues ---- */
+
+/* Parse queue settings as in config ({"subscribe": [...], "visibility_timeout":
+ * "30s", "max_receive": 5, "dead_letter": "x", "retention": "4d", "max_depth":
+ * N, "delay": 0, "dedup_window": "5m"}). On error *bad_key names the key. */
+int bus_queue_parse(const json_t *settings, struct queue_settings *out, const char **bad_key,
+		    char *err, size_t errlen);
+/* Create a queue, or update the settings and subscriptions of one that
+ * exists. Its dead-letter queue is linked by bus_link_dead_letters(). */
+int bus_queue_declare(struct bus *bus, const char *name, const json_t *settings, char *err,
+		      size_t errlen);
+/* Link every queue's `dead_letter`; fails on a missing queue or a cycle. */
+int bus_link_dead_letters(struct bus *bus, char *err, size_t errlen);
+struct queue *bus_queue_find(struct bus *bus, const char *name);
+
+int bus_consume(struct bus *bus, const char *queue, void *owner, struct actor *actor,
+		plant_msg_handler fn, void *user, uint32_t max_batch, uint64_t *id_out);
+/* Settle a delivery made to a consumer. */
+int bus_ack(const plant_msg *msg);
+int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason);
+
+/* Time passes for every queue (visibility timeouts, delays, retention) and
+ * waiting messages go to idle consumers. Returns ms until the next due. */
+uint64_t bus_tick(struct bus *bus, uint64_t now);
+
+/* {"topics": {...}, "queues": {...}}: [new]. */
+json_t *bus_stats_json(struct bus *bus);
 
 void bus_sub_unref(struct bus_sub *sub);
 

@@ -200,6 +200,9 @@ void config_free(struct site_config *cfg)
 	for (size_t i = 0; i < cfg->n_instances; i++)
 		spec_free(&cfg->instances[i]);
 	free(cfg->instances);
+	for (size_t i = 0; i < cfg->n_queues; i++)
+		spec_free(&cfg->queues[i]);
+	free(cfg->queues);
 	free(cfg->source);
 	free(cfg->dir);
 	free(cfg->site);
@@ -207,6 +210,14 @@ void config_free(struct site_config *cfg)
 	free(cfg->plugin_path);
 	free(cfg->log_file);
 	free(cfg);
+}
+
+const struct instance_spec *config_find_queue(const struct site_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_queues; i++)
+		if (strcmp(cfg->queues[i].name, name) == 0)
+			return &cfg->queues[i];
+	return NULL;
 }
 
 const struct instance_spec *config_find_instance(const struct site_config *cfg, const char *name)
@@ -234,7 +245,9 @@ const char *instance_spec_where(const struct instance_spec *spec, const char *ke
 
 int instance_spec_equal(const struct instance_spec *a, const struct instance_spec *b)
 {
-	return strcmp(a->name, b->name) == 0 && strcmp(a->module, b->module) == 0 &&
+	return strcmp(a->name, b->name) == 0 &&
+	       (a->module && b->module ? strcmp(a->module, b->module) == 0
+				       : a->module == b->module) &&
 	       a->required == b->required && json_equal(a->settings, b->settings);
 }
 
@@ -250,11 +263,14 @@ static int get_string(const config_setting_t *s, const char *file, char **out, c
 	return PLANT_OK;
 }
 
-/* One `plugins` entry: a new instance, or (from the overlay) a change to an
- * existing one. */
-static int load_plugin_entry(struct site_config *cfg, const config_setting_t *e, const char *file,
-			     int overlay, char *err, size_t errlen)
+/* One `plugins` (or `queues`) entry: a new instance, or (from the overlay) a
+ * change to an existing one. Queues have no module and no `required`. */
+static int load_entry(struct site_config *cfg, int is_queue, const config_setting_t *e,
+		      const char *file, int overlay, char *err, size_t errlen)
 {
+	const char *what = is_queue ? "queue" : "instance";
+	struct instance_spec **list = is_queue ? &cfg->queues : &cfg->instances;
+	size_t *count = is_queue ? &cfg->n_queues : &cfg->n_instances;
 	int line = config_setting_source_line(e);
 	if (!config_setting_is_group(e))
 		return fail(
@@ -264,7 +280,7 @@ static int load_plugin_entry(struct site_config *cfg, const config_setting_t *e,
 	config_setting_lookup_string(e, "name", &name);
 	config_setting_lookup_string(e, "module", &module);
 	if (!name || !*name)
-		return fail(err, errlen, file, line, "plugin entry without a 'name' string");
+		return fail(err, errlen, file, line, "%s entry without a 'name' string", what);
 	for (const char *p = name; *p; p++)
 		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
 		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
@@ -273,33 +289,32 @@ static int load_plugin_entry(struct site_config *cfg, const config_setting_t *e,
 				    name);
 
 	struct instance_spec *spec = NULL;
-	for (size_t i = 0; i < cfg->n_instances; i++)
-		if (strcmp(cfg->instances[i].name, name) == 0)
-			spec = &cfg->instances[i];
+	for (size_t i = 0; i < *count; i++)
+		if (strcmp((*list)[i].name, name) == 0)
+			spec = &(*list)[i];
 	if (spec && !overlay)
 		return fail(err, errlen, file, line,
-			    "duplicate instance name \"%s\" (first defined at %s:%d)", name,
+			    "duplicate %s name \"%s\" (first defined at %s:%d)", what, name,
 			    spec->file, spec->line);
 	if (!spec) {
-		if (!module || !*module)
+		if (!is_queue && (!module || !*module))
 			return fail(err, errlen, file, line,
 				    "instance \"%s\": missing required setting 'module'", name);
-		struct instance_spec *v =
-			realloc(cfg->instances, (cfg->n_instances + 1) * sizeof *cfg->instances);
+		struct instance_spec *v = realloc(*list, (*count + 1) * sizeof **list);
 		if (!v)
 			return fail(err, errlen, file, line, "out of memory");
-		cfg->instances = v;
-		spec = &cfg->instances[cfg->n_instances++];
+		*list = v;
+		spec = &(*list)[(*count)++];
 		memset(spec, 0, sizeof *spec);
 		spec->name = strdup(name);
-		spec->module = strdup(module);
+		spec->module = is_queue ? NULL : strdup(module);
 		spec->required = 1;
 		spec->settings = json_object();
 		spec->lines = json_object();
 		spec->files = json_object();
 		spec->file = strdup(file);
 		spec->line = line;
-	} else if (module) {
+	} else if (module && !is_queue) {
 		free(spec->module);
 		spec->module = strdup(module);
 	}
@@ -309,9 +324,9 @@ static int load_plugin_entry(struct site_config *cfg, const config_setting_t *e,
 		const char *key = config_setting_name(c);
 		const char *cfile = setting_file(c, file);
 		int cline = config_setting_source_line(c);
-		if (strcmp(key, "name") == 0 || strcmp(key, "module") == 0)
+		if (strcmp(key, "name") == 0 || (!is_queue && strcmp(key, "module") == 0))
 			continue;
-		if (strcmp(key, "required") == 0) {
+		if (!is_queue && strcmp(key, "required") == 0) {
 			if (config_setting_type(c) != CONFIG_TYPE_BOOL)
 				return fail(err, errlen, cfile, cline,
 					    "instance \"%s\": 'required' must be true or false",
@@ -338,14 +353,15 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 {
 	const char *key = config_setting_name(s);
 	int line = config_setting_source_line(s);
-	if (strcmp(key, "plugins") == 0) {
+	if (strcmp(key, "plugins") == 0 || strcmp(key, "queues") == 0) {
+		int is_queue = key[0] == 'q';
 		if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
 			return fail(err, errlen, file, line,
-				    "'plugins' must be a list: plugins = ( { ... }, { ... } );");
+				    "'%s' must be a list: %s = ( { ... }, { ... } );", key, key);
 		for (int i = 0; i < config_setting_length(s); i++) {
 			config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-			int rc = load_plugin_entry(cfg, e, setting_file(e, file), overlay, err,
-						   errlen);
+			int rc = load_entry(cfg, is_queue, e, setting_file(e, file), overlay, err,
+					    errlen);
 			if (rc)
 				return rc;
 		}

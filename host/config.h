@@ -33,6 +33,11 @@ struct site_config {
 
 	struct instance_spec *instances;
 	size_t n_instances;
+
+	/* queues = ( { name = "..."; subscribe = [...]; ... } ): entries with
+	 * `module` NULL; their settings are checked by the bus */
+	struct instance_spec *queues;
+	size_t n_queues;
 };
 
 /* Load `path` (a file, or a directory holding plantd.conf and other *.conf
@@ -44,6 +49,7 @@ int config_load(const char *path, const char *env, struct site_config **out, cha
 		size_t errlen);
 void config_free(struct site_config *cfg);
 
+const struct instance_spec *config_find_queue(const struct site_config *cfg, const char *name);
 const struct instance_spec *config_find_instance(const struct site_config *cfg, const char *name);
 /* The line of `key` in the instance's entry, or the entry's own line. */
 int instance_spec_line(const struct instance_spec *spec, const char *key);

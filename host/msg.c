@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "queue.h"
 
 static _Atomic uint64_t id_seq;
 
@@ -21,6 +22,7 @@ static struct plant_msg *msg_alloc(const char *topic, const char *text, size_t l
 	struct plant_msg *m = malloc(sizeof *m + len + 1 + tlen + 1);
 	if (!m)
 		return NULL;
+	m->kind = MSG_KIND_MSG;
 	atomic_init(&m->refs, 1);
 	m->receive_count = 0;
 	m->ts = clock_now_ms();
@@ -58,6 +60,27 @@ struct plant_msg *msg_new_json(const char *topic, json_t *body)
 	}
 	/* the publisher had the tree already: keep it as the cached parse */
 	atomic_store(&m->tree, body);
+	return m;
+}
+
+struct plant_msg *msg_copy(const struct plant_msg *msg, json_t *attrs, uint32_t receive_count)
+{
+	struct plant_msg *m = msg_alloc(msg->topic, msg->text, msg->len);
+	if (!m) {
+		json_decref(attrs);
+		return NULL;
+	}
+	m->ts = msg->ts;
+	memcpy(m->id, msg->id, sizeof m->id);
+	m->attrs = attrs;
+	m->receive_count = receive_count;
+	return m;
+}
+
+const struct plant_msg *msg_resolve(const struct plant_msg *m)
+{
+	if (m && m->kind == MSG_KIND_DELIVERY)
+		return ((const struct delivery *)(const void *)m)->msg;
 	return m;
 }
 

@@ -11,7 +11,13 @@
 
 #define MSG_ID_LEN 24 /* 16 hex digits of ms-time and 8 of sequence */
 
+/* The first field of what a plugin sees as a plant_msg: a message, or a
+ * queue delivery that points at one (queue.h). */
+#define MSG_KIND_MSG	  0x6d736731u
+#define MSG_KIND_DELIVERY 0x646c7631u
+
 struct plant_msg {
+	uint32_t kind; /* MSG_KIND_MSG */
 	atomic_uint refs;
 	uint32_t receive_count;
 	uint64_t ts; /* ms since the epoch */
@@ -28,6 +34,12 @@ struct plant_msg {
 struct plant_msg *msg_new_json(const char *topic, json_t *body);
 /* From JSON text that was already checked (or will be by the caller). */
 struct plant_msg *msg_new_text(const char *topic, const char *text, size_t len);
+
+/* The same message (id, topic, time, body) with other attributes
+ * ([stolen]) and a receive count: for dead-lettering with history. */
+struct plant_msg *msg_copy(const struct plant_msg *msg, json_t *attrs, uint32_t receive_count);
+/* The message behind what a plugin holds: itself, or a delivery's. */
+const struct plant_msg *msg_resolve(const struct plant_msg *m);
 
 struct plant_msg *msg_ref(struct plant_msg *msg);
 void msg_unref(struct plant_msg *msg);

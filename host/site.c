@@ -16,12 +16,16 @@
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
+#include "queue.h"
 #include "plantd-build.h"
 
 #define BATCH_MAX 256
 
+#define TICK_MS 50
+
 struct site {
 	struct site_config *cfg;
+	struct event *tick;
 	char *default_path;
 	struct event_base *base;
 	struct bus *bus;
@@ -330,6 +334,26 @@ static void deliver_batch(struct instance *inst, struct bus_sub *sub, const plan
 	}
 }
 
+/* [worker] how the bus enters an instance for a queue batch */
+static int site_invoke(void *actor_ctx, plant_msg_handler fn, const plant_msg *const *msgs,
+		       size_t n, void *user)
+{
+	struct instance *inst = actor_ctx;
+	if (inst->st != INST_RUNNING && inst->st != INST_INITIALISED)
+		return -1;
+	int rc = fn(inst->state, msgs, n, user);
+	atomic_fetch_add(&inst->handled, n);
+	if (rc != PLANT_OK) {
+		uint64_t e = atomic_fetch_add(&inst->errors, 1) + 1;
+		if ((e & (e - 1)) == 0)
+			log_write(PLANT_LOG_WARN, inst->spec->name,
+				  "queue handler failed: %s%s%s (%llu failures so far)",
+				  plant_status_name(rc), inst->error[0] ? ": " : "", inst->error,
+				  (unsigned long long)e);
+	}
+	return rc < 0 ? PLANT_E_PLUGIN : rc;
+}
+
 static void inst_dispatch(void *ctx, struct task *tasks, size_t n)
 {
 	struct instance *inst = ctx;
@@ -576,21 +600,22 @@ static uint64_t api_now_ms(plant_instance *self)
 
 static const char *api_msg_id(const plant_msg *m)
 {
-	return m->id;
+	return msg_resolve(m)->id;
 }
 
 static const char *api_msg_topic(const plant_msg *m)
 {
-	return m->topic;
+	return msg_resolve(m)->topic;
 }
 
 static uint64_t api_msg_ts(const plant_msg *m)
 {
-	return m->ts;
+	return msg_resolve(m)->ts;
 }
 
-static const char *api_msg_body_text(const plant_msg *m, size_t *len_out)
+static const char *api_msg_body_text(const plant_msg *dm, size_t *len_out)
 {
+	const struct plant_msg *m = msg_resolve(dm);
 	if (len_out)
 		*len_out = m->len;
 	return m->text;
@@ -598,17 +623,117 @@ static const char *api_msg_body_text(const plant_msg *m, size_t *len_out)
 
 static const json_t *api_msg_body(const plant_msg *m)
 {
-	return msg_tree(m);
+	return msg_tree(msg_resolve(m));
 }
 
-static const char *api_msg_attr(const plant_msg *m, const char *name)
+static const char *api_msg_attr(const plant_msg *dm, const char *name)
 {
+	const struct plant_msg *m = msg_resolve(dm);
 	return m->attrs ? json_string_value(json_object_get(m->attrs, name)) : NULL;
 }
 
 static uint32_t api_msg_receive_count(const plant_msg *m)
 {
+	if (m->kind == MSG_KIND_DELIVERY)
+		return ((const struct delivery *)(const void *)m)->receive_count;
 	return m->receive_count;
+}
+
+static int api_publish_ex(plant_instance *self, struct plant_publish *p)
+{
+	if (!p || p->struct_size < offsetof(struct plant_publish, id_out)) {
+		if (p)
+			json_decref(p->body);
+		return PLANT_E_INVALID;
+	}
+	json_t *body = p->body;
+	p->body = NULL; /* stolen */
+	if (!bus_topic_valid(p->topic) || (!body && !p->text) ||
+	    (p->attributes && !json_is_object(p->attributes))) {
+		json_decref(body);
+		return PLANT_E_INVALID;
+	}
+	struct plant_msg *m;
+	if (body) {
+		m = msg_new_json(p->topic, body);
+	} else {
+		json_t *tree = json_loadb(p->text, p->text_len, JSON_DECODE_ANY, NULL);
+		if (!tree)
+			return PLANT_E_INVALID;
+		json_decref(tree);
+		m = msg_new_text(p->topic, p->text, p->text_len);
+	}
+	if (!m)
+		return PLANT_E_NOMEM;
+	if (p->attributes) {
+		const char *k;
+		json_t *v;
+		json_object_foreach((json_t *)p->attributes, k, v)
+		{
+			if (!json_is_string(v)) {
+				msg_unref(m);
+				return PLANT_E_INVALID;
+			}
+		}
+		m->attrs = json_deep_copy(p->attributes);
+	}
+	if (p->struct_size >= offsetof(struct plant_publish, id_out) + sizeof p->id_out)
+		snprintf(p->id_out, sizeof p->id_out, "%s", m->id);
+	struct instance *inst = inst_of(self);
+	int rc = bus_publish_ex(inst->site->bus, m, p->dedup_key, p->delay_ms);
+	if (rc == PLANT_OK)
+		metrics_counter_add(inst->metrics, "published", 1);
+	return rc;
+}
+
+static int api_queue_declare(plant_instance *self, const char *name, const json_t *settings)
+{
+	struct instance *inst = inst_of(self);
+	char err[512];
+	json_t *empty = settings ? NULL : json_object();
+	int rc = bus_queue_declare(inst->site->bus, name, settings ? settings : empty, err,
+				   sizeof err);
+	json_decref(empty);
+	if (rc == PLANT_OK)
+		rc = bus_link_dead_letters(inst->site->bus, err, sizeof err);
+	if (rc != PLANT_OK)
+		api_error(self, NULL, "%s", err);
+	return rc;
+}
+
+static int api_consume(plant_instance *self, const char *queue, plant_msg_handler fn, void *user,
+		       uint32_t max_batch, uint64_t *consumer_out)
+{
+	struct instance *inst = inst_of(self);
+	if (!inst->actor.exec)
+		return PLANT_E_STATE;
+	return bus_consume(inst->site->bus, queue, inst, &inst->actor, fn, user, max_batch,
+			   consumer_out);
+}
+
+static int api_ack(plant_instance *self, const plant_msg *msg)
+{
+	return bus_ack(msg);
+}
+
+static int api_nack(plant_instance *self, const plant_msg *msg, uint64_t delay_ms,
+		    const char *reason)
+{
+	return bus_nack(msg, delay_ms, reason);
+}
+
+static int api_queue_room(plant_instance *self, const char *queue, uint64_t *room_out)
+{
+	struct queue *q = queue ? bus_queue_find(inst_of(self)->site->bus, queue) : NULL;
+	if (!q)
+		return PLANT_E_NOTFOUND;
+	*room_out = queue_room(q);
+	return PLANT_OK;
+}
+
+static json_t *api_bus_stats(plant_instance *self)
+{
+	return bus_stats_json(inst_of(self)->site->bus);
 }
 
 const struct plant_host_api host_api = {
@@ -637,13 +762,87 @@ const struct plant_host_api host_api = {
 	.msg_body = api_msg_body,
 	.msg_attr = api_msg_attr,
 	.msg_receive_count = api_msg_receive_count,
+	.publish_ex = api_publish_ex,
+	.queue_declare = api_queue_declare,
+	.consume = api_consume,
+	.ack = api_ack,
+	.nack = api_nack,
+	.queue_room = api_queue_room,
+	.bus_stats = api_bus_stats,
 };
 
 /* ---- the site ------------------------------------------------------------------ */
 
+/* The queues of a config: good settings, dead-letter queues that exist and
+ * chains of them that end. Errors name the file and line. */
+static int queues_check(const struct site_config *cfg, char *err, size_t errlen)
+{
+	char where[PATH_MAX + 32], why[512];
+	for (size_t i = 0; i < cfg->n_queues; i++) {
+		const struct instance_spec *q = &cfg->queues[i];
+		struct queue_settings qs;
+		const char *bad = NULL;
+		if (!bus_topic_valid(q->name)) {
+			snprintf(err, errlen, "%s: bad queue name \"%s\"",
+				 instance_spec_where(q, NULL, where, sizeof where), q->name);
+			return PLANT_E_CONFIG;
+		}
+		if (bus_queue_parse(q->settings, &qs, &bad, why, sizeof why) != PLANT_OK) {
+			snprintf(err, errlen, "%s: queue \"%s\": %s",
+				 instance_spec_where(q, bad, where, sizeof where), q->name, why);
+			return PLANT_E_CONFIG;
+		}
+		const json_t *dl = json_object_get(q->settings, "dead_letter");
+		const struct instance_spec *x = q;
+		for (size_t hops = 0; dl; hops++) {
+			x = config_find_queue(cfg, json_string_value(dl));
+			if (!x) {
+				snprintf(
+					err, errlen,
+					"%s: queue \"%s\": dead_letter \"%s\" is not a queue of this site",
+					instance_spec_where(q, "dead_letter", where, sizeof where),
+					q->name, json_string_value(dl));
+				return PLANT_E_CONFIG;
+			}
+			if (x == q || hops > cfg->n_queues) {
+				snprintf(
+					err, errlen,
+					"%s: queue \"%s\": its dead-letter queues form a cycle (back to \"%s\")",
+					instance_spec_where(q, "dead_letter", where, sizeof where),
+					q->name, x->name);
+				return PLANT_E_CONFIG;
+			}
+			dl = json_object_get(x->settings, "dead_letter");
+		}
+	}
+	return PLANT_OK;
+}
+
+/* Create (or update) the config's queues; queues_check() passed. */
+static int queues_apply(struct site *site, const struct site_config *cfg, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < cfg->n_queues; i++) {
+		int rc = bus_queue_declare(site->bus, cfg->queues[i].name, cfg->queues[i].settings,
+					   err, errlen);
+		if (rc)
+			return rc;
+	}
+	return bus_link_dead_letters(site->bus, err, errlen);
+}
+
+/* [loop] visibility timeouts, delays, retention, and waiting messages */
+static void on_tick(evutil_socket_t fd, short what, void *arg)
+{
+	struct site *site = arg;
+	bus_tick(site->bus, clock_now_ms());
+}
+
 int site_check(const struct site_config *cfg, const char *default_plugin_path, char *err,
 	       size_t errlen)
 {
+	int qrc = queues_check(cfg, err, errlen);
+	if (qrc)
+		return qrc;
 	char *path = plugin_path_for(cfg, default_plugin_path);
 	struct site tmp = {.cfg = (struct site_config *)cfg};
 	int rc = PLANT_OK;
@@ -747,6 +946,18 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 		rc = PLANT_E_NOMEM;
 		goto fail;
 	}
+	bus_set_invoke(site->bus, site_invoke);
+	rc = queues_check(cfg, err, errlen);
+	if (!rc)
+		rc = queues_apply(site, cfg, err, errlen);
+	if (rc)
+		goto fail;
+	if (base) {
+		site->tick = event_new(base, -1, EV_PERSIST, on_tick, site);
+		struct timeval tv = {.tv_sec = 0, .tv_usec = TICK_MS * 1000};
+		if (site->tick)
+			event_add(site->tick, &tv);
+	}
 	char *path = plugin_path_for(cfg, default_plugin_path);
 	site->insts = calloc(cfg->n_instances ? cfg->n_instances : 1, sizeof *site->insts);
 	for (size_t i = 0; i < cfg->n_instances; i++) {
@@ -771,6 +982,8 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 	*out = site;
 	return PLANT_OK;
 fail:
+	if (site->tick)
+		event_free(site->tick);
 	executor_destroy(site->exec);
 	bus_destroy(site->bus);
 	free(site->default_path);
@@ -789,6 +1002,8 @@ void site_destroy(struct site *site)
 	executor_destroy(site->exec);
 	destroy_all(site, ab);
 	free(ab);
+	if (site->tick)
+		event_free(site->tick);
 	bus_destroy(site->bus);
 	config_free(site->cfg);
 	free(site->default_path);
@@ -804,6 +1019,7 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	int rc = PLANT_OK;
 
 	/* 1. Check everything that changes before touching anything. */
+	rc = queues_check(cfg, err, errlen);
 	for (size_t i = 0; i < n_new && !rc; i++) {
 		const struct instance_spec *spec = &cfg->instances[i];
 		struct instance *old = NULL;
@@ -857,7 +1073,13 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	config_free(site->cfg);
 	site->cfg = cfg;
 
-	/* 3. Start what is new, in config order. */
+	/* 3. Queues (new ones, new settings), then what is new, in config
+	 * order. Queues gone from the config stay until the next start: they
+	 * may hold messages. */
+	char qerr[512];
+	if (queues_apply(site, cfg, qerr, sizeof qerr) != PLANT_OK)
+		log_error("reload: %s", qerr);
+
 	for (size_t i = 0; i < site->n; i++)
 		if (site->insts[i]->st == INST_NEW)
 			started++;

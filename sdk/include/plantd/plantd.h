@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 0
+#define PLANT_ABI_MINOR 1
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -142,6 +142,20 @@ typedef int (*plant_msg_handler)(void *state, const plant_msg *const *msgs, size
 typedef void (*plant_timer_fn)(void *state, void *user);
 
 struct plant_host_api;
+
+/* What to publish, for publish_ex() [since 1.1]. Zero-initialise, set
+ * struct_size = sizeof(struct plant_publish), then what you need. */
+struct plant_publish {
+	uint32_t struct_size;
+	const char *topic;
+	json_t *body;	  /* [stolen], even on error; or NULL and `text` */
+	const char *text; /* [borrowed] JSON text (checked), when body is NULL */
+	size_t text_len;
+	const json_t *attributes; /* [borrowed] object of strings, or NULL */
+	const char *dedup_key;	  /* queues accept a key once per dedup_window */
+	uint64_t delay_ms;	  /* queues hold the message back this long */
+	char id_out[32];	  /* the message id, set on success */
+};
 
 #define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
 #define PLANT_PLUGIN_KNOWN_FLAGS PLANT_PLUGIN_MAY_BLOCK
@@ -272,6 +286,45 @@ struct plant_host_api {
 	/* A string attribute, or NULL. */
 	const char *(*msg_attr)(const plant_msg *msg, const char *name);
 	uint32_t (*msg_receive_count)(const plant_msg *msg);
+
+	/* ---- [since 1.1] queues, publish options, introspection ---- */
+
+	/* [any-thread] Publish with attributes, a deduplication key or a delay.
+	 * PLANT_E_FULL when a queue subscribed to the topic is full: then
+	 * nothing was delivered anywhere (all or nothing). */
+	int (*publish_ex)(plant_instance *self, struct plant_publish *p);
+
+	/* [any-thread] Create a queue (or check an existing one) with settings
+	 * as in config: {"subscribe": ["topic.*"], "visibility_timeout": "30s",
+	 * "max_receive": 5, "dead_letter": "name", "retention": "4d",
+	 * "max_depth": 100000, "delay": 0, "dedup_window": "5m"}. [borrowed] */
+	int (*queue_declare)(plant_instance *self, const char *name, const json_t *settings);
+
+	/* [any-thread] Receive from `queue` in batches of up to `max_batch`
+	 * (0 = 256). Messages handed to `fn` are in flight: settle each with
+	 * ack() or nack(). Those left unsettled are acked when `fn` returns
+	 * PLANT_OK, and left to time out (visible again after the visibility
+	 * timeout, receive count + 1) when it returns an error. Removed when the
+	 * instance stops; what it held comes back for the next consumer. */
+	int (*consume)(plant_instance *self, const char *queue, plant_msg_handler fn, void *user,
+		       uint32_t max_batch, uint64_t *consumer_out);
+
+	/* [instance] Settle a message received through consume(): ack deletes
+	 * it; nack makes it visible again after `delay_ms`, keeping `reason`
+	 * (may be NULL) as its last error. PLANT_E_NOTFOUND when it timed out
+	 * and went back already. */
+	int (*ack)(plant_instance *self, const plant_msg *msg);
+	int (*nack)(plant_instance *self, const plant_msg *msg, uint64_t delay_ms,
+		    const char *reason);
+
+	/* [any-thread] How many more messages fit in `queue` (UINT64_MAX when
+	 * unbounded). */
+	int (*queue_room)(plant_instance *self, const char *queue, uint64_t *room_out);
+
+	/* [any-thread] The bus as JSON: {"topics": {NAME: {"published": N,
+	 * "subscribers": N}}, "queues": {NAME: {"depth": N, "in_flight": N,
+	 * "oldest_age_ms": N, "dead_lettered": N, ...}}}. [new] */
+	json_t *(*bus_stats)(plant_instance *self);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin

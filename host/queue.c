@@ -1,0 +1,644 @@
+#include "queue.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "plantd/plantd.h"
+
+/* A queued message. Queues hold the shared message (its body as text) and
+ * this little record: deep queues cost text, not trees. */
+struct qent {
+	struct plant_msg *msg;
+	uint64_t enq_at; /* when it was enqueued (ms), for retention */
+	uint64_t due;	 /* delayed: when it becomes visible; in flight: its deadline */
+	uint32_t receive_count;
+	char *last_error;
+};
+
+/* In-flight slots: a receipt is the slot index and a generation, so an ack
+ * finds its message in O(1) and a stale receipt is told apart. */
+struct slot {
+	struct qent e;
+	uint32_t gen;
+	uint32_t next_free; /* free list; UINT32_MAX ends it */
+	bool used;
+};
+
+struct queue {
+	pthread_mutex_t lock;
+	char *name;
+	struct queue_settings set;
+	struct queue *dlq;
+
+	/* visible messages: a ring, oldest at head */
+	struct qent *ring;
+	size_t head, len, cap;
+
+	/* delayed messages: a min-heap on `due` */
+	struct qent *heap;
+	size_t heap_len, heap_cap;
+
+	struct slot *slots;
+	uint32_t n_slots, cap_slots, free_head, in_flight;
+
+	json_t *dedup; /* key -> expiry (ms) */
+	uint64_t dedup_next_purge;
+
+	struct queue_stats st;
+};
+
+void queue_settings_default(struct queue_settings *s)
+{
+	s->visibility_timeout_ms = 30000;
+	s->max_receive = 5;
+	s->retention_ms = 4ull * 24 * 3600 * 1000;
+	s->max_depth = 100000;
+	s->delay_ms = 0;
+	s->dedup_window_ms = 5 * 60 * 1000;
+}
+
+int queue_create(const char *name, const struct queue_settings *s, struct queue **out)
+{
+	struct queue *q = calloc(1, sizeof *q);
+	if (!q)
+		return PLANT_E_NOMEM;
+	pthread_mutex_init(&q->lock, NULL);
+	q->name = strdup(name);
+	q->set = *s;
+	q->free_head = UINT32_MAX;
+	q->dedup = json_object();
+	*out = q;
+	return PLANT_OK;
+}
+
+static void qent_free(struct qent *e)
+{
+	msg_unref(e->msg);
+	free(e->last_error);
+}
+
+void queue_destroy(struct queue *q)
+{
+	if (!q)
+		return;
+	for (size_t i = 0; i < q->len; i++)
+		qent_free(&q->ring[(q->head + i) % q->cap]);
+	for (size_t i = 0; i < q->heap_len; i++)
+		qent_free(&q->heap[i]);
+	for (uint32_t i = 0; i < q->n_slots; i++)
+		if (q->slots[i].used)
+			qent_free(&q->slots[i].e);
+	free(q->ring);
+	free(q->heap);
+	free(q->slots);
+	json_decref(q->dedup);
+	free(q->name);
+	pthread_mutex_destroy(&q->lock);
+	free(q);
+}
+
+const char *queue_name(const struct queue *q)
+{
+	return q->name;
+}
+
+const struct queue_settings *queue_settings_get(const struct queue *q)
+{
+	return &q->set;
+}
+
+void queue_set_dead_letter(struct queue *q, struct queue *dlq)
+{
+	q->dlq = dlq;
+}
+
+/* ---- the ring of visible messages ------------------------------------------ */
+
+static int ring_grow(struct queue *q)
+{
+	size_t cap = q->cap ? q->cap * 2 : 64;
+	struct qent *v = malloc(cap * sizeof *v);
+	if (!v)
+		return PLANT_E_NOMEM;
+	for (size_t i = 0; i < q->len; i++)
+		v[i] = q->ring[(q->head + i) % q->cap];
+	free(q->ring);
+	q->ring = v;
+	q->cap = cap;
+	q->head = 0;
+	return PLANT_OK;
+}
+
+static int ring_push_back(struct queue *q, const struct qent *e)
+{
+	if (q->len == q->cap && ring_grow(q))
+		return PLANT_E_NOMEM;
+	q->ring[(q->head + q->len) % q->cap] = *e;
+	q->len++;
+	return PLANT_OK;
+}
+
+/* Messages visible again go first: they are the oldest. */
+static int ring_push_front(struct queue *q, const struct qent *e)
+{
+	if (q->len == q->cap && ring_grow(q))
+		return PLANT_E_NOMEM;
+	q->head = (q->head + q->cap - 1) % q->cap;
+	q->ring[q->head] = *e;
+	q->len++;
+	return PLANT_OK;
+}
+
+static struct qent ring_pop(struct queue *q)
+{
+	struct qent e = q->ring[q->head];
+	q->head = (q->head + 1) % q->cap;
+	q->len--;
+	return e;
+}
+
+/* ---- the heap of delayed messages ------------------------------------------- */
+
+static int heap_push(struct queue *q, const struct qent *e)
+{
+	if (q->heap_len == q->heap_cap) {
+		size_t cap = q->heap_cap ? q->heap_cap * 2 : 16;
+		struct qent *v = realloc(q->heap, cap * sizeof *v);
+		if (!v)
+			return PLANT_E_NOMEM;
+		q->heap = v;
+		q->heap_cap = cap;
+	}
+	size_t i = q->heap_len++;
+	q->heap[i] = *e;
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (q->heap[p].due <= q->heap[i].due)
+			break;
+		struct qent t = q->heap[p];
+		q->heap[p] = q->heap[i];
+		q->heap[i] = t;
+		i = p;
+	}
+	return PLANT_OK;
+}
+
+static struct qent heap_pop(struct queue *q)
+{
+	struct qent top = q->heap[0];
+	q->heap[0] = q->heap[--q->heap_len];
+	size_t i = 0;
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < q->heap_len && q->heap[l].due < q->heap[m].due)
+			m = l;
+		if (r < q->heap_len && q->heap[r].due < q->heap[m].due)
+			m = r;
+		if (m == i)
+			break;
+		struct qent t = q->heap[m];
+		q->heap[m] = q->heap[i];
+		q->heap[i] = t;
+		i = m;
+	}
+	return top;
+}
+
+/* ---- admission ------------------------------------------------------------------- */
+
+static uint64_t depth(const struct queue *q)
+{
+	return q->len + q->heap_len + q->in_flight;
+}
+
+static void dedup_purge(struct queue *q, uint64_t now)
+{
+	if (now < q->dedup_next_purge)
+		return;
+	const char *k;
+	json_t *v;
+	void *tmp;
+	json_object_foreach_safe(q->dedup, tmp, k, v)
+	{
+		if ((uint64_t)json_integer_value(v) <= now)
+			json_object_del(q->dedup, k);
+	}
+	q->dedup_next_purge =
+		now + (q->set.dedup_window_ms / 4 > 1000 ? q->set.dedup_window_ms / 4 : 1000);
+}
+
+/* Is this key a duplicate within the window? Records it when not. */
+static bool dedup_seen(struct queue *q, const char *key, uint64_t now)
+{
+	json_t *v = json_object_get(q->dedup, key);
+	if (v && (uint64_t)json_integer_value(v) > now)
+		return true;
+	json_object_set_new(q->dedup, key,
+			    json_integer((json_int_t)(now + q->set.dedup_window_ms)));
+	return false;
+}
+
+static int push_locked(struct queue *q, struct plant_msg *msg, uint64_t delay_ms, uint64_t now)
+{
+	struct qent e = {.msg = msg_ref(msg), .enq_at = now};
+	uint64_t delay = q->set.delay_ms + delay_ms;
+	int rc;
+	if (delay) {
+		e.due = now + delay;
+		rc = heap_push(q, &e);
+	} else {
+		rc = ring_push_back(q, &e);
+	}
+	if (rc) {
+		msg_unref(msg);
+		return rc;
+	}
+	q->st.enqueued++;
+	return PLANT_OK;
+}
+
+static bool has_room(const struct queue *q)
+{
+	return q->set.max_depth == 0 || depth(q) < q->set.max_depth;
+}
+
+int queue_push(struct queue *q, struct plant_msg *msg, const char *dedup_key, uint64_t delay_ms,
+	       uint64_t now)
+{
+	return queue_push_all(&q, 1, msg, dedup_key, delay_ms, now);
+}
+
+static int cmp_ptr(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t) * (struct queue *const *)a,
+		  y = (uintptr_t) * (struct queue *const *)b;
+	return x < y ? -1 : x > y;
+}
+
+int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const char *dedup_key,
+		   uint64_t delay_ms, uint64_t now)
+{
+	struct queue *one[1], **v = qs;
+	if (n > 1) {
+		/* a consistent lock order across publishers */
+		v = malloc(n * sizeof *v);
+		if (!v)
+			return PLANT_E_NOMEM;
+		memcpy(v, qs, n * sizeof *v);
+		qsort(v, n, sizeof *v, cmp_ptr);
+	} else if (n == 1) {
+		one[0] = qs[0];
+		v = one;
+	}
+	for (size_t i = 0; i < n; i++)
+		pthread_mutex_lock(&v[i]->lock);
+	int rc = PLANT_OK;
+	for (size_t i = 0; i < n; i++) {
+		if (!has_room(v[i])) {
+			v[i]->st.refused++;
+			rc = PLANT_E_FULL;
+		}
+	}
+	for (size_t i = 0; i < n && rc == PLANT_OK; i++) {
+		if (dedup_key) {
+			dedup_purge(v[i], now);
+			if (dedup_seen(v[i], dedup_key, now)) {
+				v[i]->st.deduplicated++;
+				continue;
+			}
+		}
+		push_locked(v[i], msg, delay_ms, now);
+	}
+	for (size_t i = n; i-- > 0;)
+		pthread_mutex_unlock(&v[i]->lock);
+	if (v != qs && v != one)
+		free(v);
+	return rc;
+}
+
+/* ---- receiving ----------------------------------------------------------------------- */
+
+static bool expired(const struct queue *q, const struct qent *e, uint64_t now)
+{
+	return q->set.retention_ms && e->enq_at + q->set.retention_ms <= now;
+}
+
+static uint32_t slot_take(struct queue *q)
+{
+	if (q->free_head != UINT32_MAX) {
+		uint32_t i = q->free_head;
+		q->free_head = q->slots[i].next_free;
+		return i;
+	}
+	if (q->n_slots == q->cap_slots) {
+		uint32_t cap = q->cap_slots ? q->cap_slots * 2 : 64;
+		struct slot *v = realloc(q->slots, cap * sizeof *v);
+		if (!v)
+			return UINT32_MAX;
+		q->slots = v;
+		q->cap_slots = cap;
+	}
+	q->slots[q->n_slots].gen = 0;
+	return q->n_slots++;
+}
+
+static void slot_release(struct queue *q, uint32_t i)
+{
+	q->slots[i].used = false;
+	q->slots[i].gen++;
+	q->slots[i].next_free = q->free_head;
+	q->free_head = i;
+	q->in_flight--;
+}
+
+size_t queue_receive(struct queue *q, struct delivery **out, size_t max, uint64_t now)
+{
+	size_t n = 0;
+	pthread_mutex_lock(&q->lock);
+	while (n < max && q->len > 0) {
+		struct qent e = ring_pop(q);
+		if (expired(q, &e, now)) {
+			q->st.expired++;
+			qent_free(&e);
+			continue;
+		}
+		uint32_t i = slot_take(q);
+		struct delivery *d = malloc(sizeof *d);
+		if (i == UINT32_MAX || !d) {
+			free(d);
+			ring_push_front(q, &e);
+			break;
+		}
+		e.receive_count++;
+		e.due = now + q->set.visibility_timeout_ms;
+		struct slot *s = &q->slots[i];
+		s->e = e;
+		s->used = true;
+		q->in_flight++;
+		d->kind = MSG_KIND_DELIVERY;
+		d->receive_count = e.receive_count;
+		d->msg = msg_ref(e.msg);
+		d->queue = q;
+		d->receipt = ((uint64_t)s->gen << 32) | i;
+		d->settled = 0;
+		out[n++] = d;
+	}
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+static struct slot *slot_of(struct queue *q, uint64_t receipt)
+{
+	uint32_t i = (uint32_t)receipt;
+	if (i >= q->n_slots || !q->slots[i].used || q->slots[i].gen != (uint32_t)(receipt >> 32))
+		return NULL;
+	return &q->slots[i];
+}
+
+int queue_ack(struct queue *q, struct delivery *d)
+{
+	pthread_mutex_lock(&q->lock);
+	struct slot *s = slot_of(q, d->receipt);
+	if (!s) {
+		pthread_mutex_unlock(&q->lock);
+		return PLANT_E_NOTFOUND;
+	}
+	qent_free(&s->e);
+	slot_release(q, (uint32_t)d->receipt);
+	q->st.acked++;
+	pthread_mutex_unlock(&q->lock);
+	d->settled = 1;
+	return PLANT_OK;
+}
+
+/* A dead-letter move waits until the source queue is unlocked: publishers
+ * lock queues in address order, and the dead-letter queue may come first. */
+struct move {
+	struct qent e;
+	struct plant_msg *copy;
+};
+
+struct moves {
+	struct move *v;
+	size_t n, cap;
+};
+
+/* A message that comes back: to the dead-letter queue (through `mv`) when it
+ * has used its receives, else visible again (now or after `delay`). With q
+ * locked. */
+static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t now,
+		      struct moves *mv)
+{
+	if (q->set.max_receive && e->receive_count >= q->set.max_receive && q->dlq) {
+		json_t *attrs = e->msg->attrs ? json_deep_copy(e->msg->attrs) : json_object();
+		char count[16];
+		snprintf(count, sizeof count, "%u", e->receive_count);
+		json_object_set_new(attrs, "dlq_source", json_string(q->name));
+		json_object_set_new(attrs, "dlq_receive_count", json_string(count));
+		if (e->last_error)
+			json_object_set_new(attrs, "dlq_last_error", json_string(e->last_error));
+		struct plant_msg *copy = msg_copy(e->msg, attrs, e->receive_count);
+		if (copy && mv->n == mv->cap) {
+			size_t cap = mv->cap ? mv->cap * 2 : 8;
+			struct move *v = realloc(mv->v, cap * sizeof *v);
+			if (v) {
+				mv->v = v;
+				mv->cap = cap;
+			}
+		}
+		if (copy && mv->n < mv->cap) {
+			mv->v[mv->n++] = (struct move){.e = *e, .copy = copy};
+			return;
+		}
+		msg_unref(copy);
+	}
+	q->st.redelivered++;
+	if (delay) {
+		e->due = now + delay;
+		heap_push(q, e);
+	} else {
+		ring_push_front(q, e);
+	}
+}
+
+/* With q unlocked: push the dead-letter copies; one that does not fit (the
+ * dead-letter queue is full) stays in q rather than being lost. */
+static void moves_flush(struct queue *q, struct moves *mv, uint64_t now)
+{
+	for (size_t i = 0; i < mv->n; i++) {
+		struct move *m = &mv->v[i];
+		int rc = queue_push(q->dlq, m->copy, NULL, 0, now);
+		msg_unref(m->copy);
+		pthread_mutex_lock(&q->lock);
+		if (rc == PLANT_OK) {
+			q->st.dead_lettered++;
+			qent_free(&m->e);
+		} else {
+			q->st.redelivered++;
+			ring_push_front(q, &m->e);
+		}
+		pthread_mutex_unlock(&q->lock);
+	}
+	free(mv->v);
+}
+
+int queue_nack(struct queue *q, struct delivery *d, uint64_t delay_ms, const char *reason,
+	       uint64_t now)
+{
+	pthread_mutex_lock(&q->lock);
+	struct slot *s = slot_of(q, d->receipt);
+	if (!s) {
+		pthread_mutex_unlock(&q->lock);
+		return PLANT_E_NOTFOUND;
+	}
+	struct qent e = s->e;
+	slot_release(q, (uint32_t)d->receipt);
+	if (reason) {
+		free(e.last_error);
+		e.last_error = strdup(reason);
+	}
+	struct moves mv = {0};
+	come_back(q, &e, delay_ms, now, &mv);
+	pthread_mutex_unlock(&q->lock);
+	moves_flush(q, &mv, now);
+	d->settled = 1;
+	return PLANT_OK;
+}
+
+void queue_note(struct queue *q, struct delivery *d, const char *reason)
+{
+	pthread_mutex_lock(&q->lock);
+	struct slot *s = slot_of(q, d->receipt);
+	if (s && reason) {
+		free(s->e.last_error);
+		s->e.last_error = strdup(reason);
+	}
+	pthread_mutex_unlock(&q->lock);
+}
+
+void delivery_free(struct delivery *d)
+{
+	if (!d)
+		return;
+	msg_unref(d->msg);
+	free(d);
+}
+
+uint64_t queue_tick(struct queue *q, uint64_t now)
+{
+	uint64_t next = UINT64_MAX;
+	struct moves mv = {0};
+	pthread_mutex_lock(&q->lock);
+	for (uint32_t i = 0; i < q->n_slots; i++) {
+		struct slot *s = &q->slots[i];
+		if (!s->used)
+			continue;
+		if (s->e.due > now) {
+			if (s->e.due - now < next)
+				next = s->e.due - now;
+			continue;
+		}
+		struct qent e = s->e;
+		slot_release(q, i);
+		if (!e.last_error)
+			e.last_error = strdup("visibility timeout");
+		come_back(q, &e, 0, now, &mv);
+	}
+	while (q->heap_len && q->heap[0].due <= now) {
+		struct qent e = heap_pop(q);
+		ring_push_back(q, &e);
+	}
+	if (q->heap_len && q->heap[0].due - now < next)
+		next = q->heap[0].due - now;
+	while (q->len && expired(q, &q->ring[q->head], now)) {
+		struct qent e = ring_pop(q);
+		q->st.expired++;
+		qent_free(&e);
+	}
+	if (q->len && q->set.retention_ms) {
+		uint64_t exp = q->ring[q->head].enq_at + q->set.retention_ms - now;
+		if (exp < next)
+			next = exp;
+	}
+	pthread_mutex_unlock(&q->lock);
+	moves_flush(q, &mv, now);
+	return next;
+}
+
+uint64_t queue_room(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	uint64_t d = depth(q);
+	uint64_t room = q->set.max_depth == 0	? UINT64_MAX
+			: d >= q->set.max_depth ? 0
+						: q->set.max_depth - d;
+	pthread_mutex_unlock(&q->lock);
+	return room;
+}
+
+size_t queue_visible(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	size_t n = q->len;
+	pthread_mutex_unlock(&q->lock);
+	return n;
+}
+
+void queue_stats_get(struct queue *q, uint64_t now, struct queue_stats *out)
+{
+	pthread_mutex_lock(&q->lock);
+	*out = q->st;
+	out->visible = q->len;
+	out->delayed = q->heap_len;
+	out->in_flight = q->in_flight;
+	out->depth = depth(q);
+	uint64_t oldest = UINT64_MAX;
+	for (size_t i = 0; i < q->len; i++) {
+		uint64_t t = q->ring[(q->head + i) % q->cap].enq_at;
+		if (t < oldest)
+			oldest = t;
+		if (i > 64)
+			break; /* the ring is in enqueue order but for redeliveries at its head */
+	}
+	for (size_t i = 0; i < q->heap_len; i++)
+		if (q->heap[i].enq_at < oldest)
+			oldest = q->heap[i].enq_at;
+	for (uint32_t i = 0; i < q->n_slots; i++)
+		if (q->slots[i].used && q->slots[i].e.enq_at < oldest)
+			oldest = q->slots[i].e.enq_at;
+	out->oldest_ms = oldest == UINT64_MAX || oldest > now ? 0 : now - oldest;
+	pthread_mutex_unlock(&q->lock);
+}
+
+json_t *queue_stats_json(struct queue *q, uint64_t now)
+{
+	struct queue_stats s;
+	queue_stats_get(q, now, &s);
+	return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:s?}",
+			 "name", q->name, "depth", (json_int_t)s.depth, "visible",
+			 (json_int_t)s.visible, "delayed", (json_int_t)s.delayed, "in_flight",
+			 (json_int_t)s.in_flight, "oldest_age_ms", (json_int_t)s.oldest_ms,
+			 "enqueued", (json_int_t)s.enqueued, "acked", (json_int_t)s.acked,
+			 "redelivered", (json_int_t)s.redelivered, "dead_lettered",
+			 (json_int_t)s.dead_lettered, "expired", (json_int_t)s.expired,
+			 "deduplicated", (json_int_t)s.deduplicated, "refused",
+			 (json_int_t)s.refused, "dead_letter", q->dlq ? q->dlq->name : NULL);
+}
+
+json_t *queue_peek(struct queue *q, size_t max)
+{
+	json_t *arr = json_array();
+	pthread_mutex_lock(&q->lock);
+	for (size_t i = 0; i < q->len && i < max; i++) {
+		const struct qent *e = &q->ring[(q->head + i) % q->cap];
+		json_t *body = json_loadb(e->msg->text, e->msg->len, JSON_DECODE_ANY, NULL);
+		json_array_append_new(
+			arr, json_pack("{s:s, s:s, s:I, s:i, s:o, s:O?}", "id", e->msg->id, "topic",
+				       e->msg->topic, "ts", (json_int_t)e->msg->ts, "receive_count",
+				       (int)e->receive_count, "body", body ? body : json_null(),
+				       "attributes", e->msg->attrs));
+	}
+	pthread_mutex_unlock(&q->lock);
+	return arr;
+}

@@ -1,0 +1,290 @@
+/* FROZEN: the SDK header as released at ABI 1.0. Never edit: a plugin built
+ * against it must keep loading and working on every 1.x host. */
+/* plantd SDK: the only header a plugin includes.
+ *
+ * Depends on C11 and jansson alone. A plugin never links against the host:
+ * everything it may call arrives in `struct plant_host_api`, a table of
+ * function pointers handed to init(). See sdk/README.md for the guide.
+ *
+ * Versioning
+ *   PLANT_ABI_MAJOR  changes only on a break; it also renames the descriptor
+ *                    symbol (plant_plugin_v1 -> plant_plugin_v2), so an old
+ *                    host can never misread a new plugin.
+ *   PLANT_ABI_MINOR  grows when functions are appended to a table. A host
+ *                    accepts plugins built for its own or an older minor and
+ *                    refuses a newer one (it may call what is not there).
+ *
+ * Thread tags on each callback and host function:
+ *   [main]        called on the host's main thread (lifecycle)
+ *   [instance]    called on a worker thread, never concurrently with any
+ *                 other callback of the same instance: plugin state needs no
+ *                 locks
+ *   [any-thread]  a host function that may be called from any callback
+ *   [since 1.N]   the minor version that appended the member
+ *
+ * Ownership, in jansson's words, at each declaration:
+ *   [borrowed]  the callee does not own it; json_incref() to keep it
+ *   [stolen]    the callee owns it from now on, even when the call fails
+ *   [new]       the caller owns the returned reference and must decref it
+ */
+#ifndef PLANTD_PLANTD_H
+#define PLANTD_PLANTD_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PLANT_ABI_MAJOR 1
+#define PLANT_ABI_MINOR 0
+
+/* The descriptor symbol for this major. */
+#define PLANT_PLUGIN_DESC      plant_plugin_v1
+#define PLANT_PLUGIN_DESC_NAME "plant_plugin_v1"
+
+/* Marks the one symbol a plugin exports; build plugins with
+ * -fvisibility=hidden so that nothing else leaves the module. */
+#define PLANT_EXPORT __attribute__((visibility("default")))
+
+#if defined(__GNUC__)
+#define PLANT_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define PLANT_PRINTF(f, a)
+#endif
+
+/* Status codes. Every host function and plugin callback returns one. New
+ * codes are only ever appended. */
+enum plant_status {
+	PLANT_OK = 0,
+	PLANT_E_INVALID = 1,	 /* a bad argument or a bad message */
+	PLANT_E_NOMEM = 2,	 /* out of memory */
+	PLANT_E_NOTFOUND = 3,	 /* no such topic, queue, store, key */
+	PLANT_E_EXISTS = 4,	 /* already there */
+	PLANT_E_FULL = 5,	 /* backpressure: retry later */
+	PLANT_E_CONDITION = 6,	 /* a conditional write's condition failed */
+	PLANT_E_TIMEOUT = 7,	 /* a deadline passed */
+	PLANT_E_IO = 8,		 /* the OS or a remote service failed */
+	PLANT_E_UNSUPPORTED = 9, /* not offered by this host or backend */
+	PLANT_E_STATE = 10,	 /* not allowed now (e.g. during shutdown) */
+	PLANT_E_CONFIG = 11,	 /* a configuration error */
+	PLANT_E_ABI = 12,	 /* ABI versions do not match */
+	PLANT_E_PLUGIN = 13,	 /* the plugin reported a failure */
+};
+
+/* A short, stable, lower-case name for a status code. */
+static inline const char *plant_status_name(int status)
+{
+	/* clang-format off */
+	static const char *const names[] = {
+		"ok", "invalid", "out of memory", "not found", "exists",
+		"full", "condition failed", "timeout", "i/o error", "unsupported",
+		"bad state", "config error", "abi mismatch", "plugin error",
+	};
+	/* clang-format on */
+	if (status < 0 || (size_t)status >= sizeof(names) / sizeof(names[0]))
+		return "unknown status";
+	return names[status];
+}
+
+enum plant_log_level {
+	PLANT_LOG_ERROR = 0,
+	PLANT_LOG_WARN = 1,
+	PLANT_LOG_INFO = 2,
+	PLANT_LOG_DEBUG = 3,
+};
+
+/* The host's handle for one plugin instance. Opaque; valid from init() until
+ * destroy() returns. */
+typedef struct plant_instance plant_instance;
+
+/* A message on the bus. Opaque and read-only; read it through the host API.
+ * Messages handed to a handler are [borrowed] for the duration of the call. */
+typedef struct plant_msg plant_msg;
+
+/* ---- configuration schema --------------------------------------------- */
+
+enum plant_cfg_type {
+	PLANT_CFG_END = 0, /* terminates a key table */
+	PLANT_CFG_BOOL,
+	PLANT_CFG_INT,	  /* a JSON integer */
+	PLANT_CFG_DOUBLE, /* a JSON real; integers in config are accepted */
+	PLANT_CFG_STRING,
+	PLANT_CFG_DURATION, /* config: seconds as a number, or "250ms", "60s",
+			     * "15m", "2h", "1d"; the plugin gets integer ms */
+	PLANT_CFG_ARRAY,
+	PLANT_CFG_OBJECT, /* a libconfig group */
+	PLANT_CFG_ANY,
+};
+
+/* One configuration key a module reads. The host checks every instance's
+ * settings against the table before init() or validate(): a missing required
+ * key, a wrong type or an unknown key is a config error naming file and line.
+ * Keys that are absent get `default_value` (a JSON text, e.g. "8", "\"x\"",
+ * "1.5", "true", "\"60s\""). A module without a table gets its settings
+ * unchecked. */
+struct plant_config_key {
+	const char *name;
+	enum plant_cfg_type type;
+	int required;
+	const char *default_value; /* JSON text, or NULL for no default */
+	const char *description;
+};
+
+/* ---- callbacks the host calls ------------------------------------------ */
+
+/* A batch of messages from one subscription [instance]. `msgs` and each
+ * message are [borrowed] for the call. A non-OK return is counted as an
+ * error for the instance and logged; the host goes on. */
+typedef int (*plant_msg_handler)(void *state, const plant_msg *const *msgs, size_t n, void *user);
+
+/* A timer tick [instance]. */
+typedef void (*plant_timer_fn)(void *state, void *user);
+
+struct plant_host_api;
+
+#define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
+#define PLANT_PLUGIN_KNOWN_FLAGS PLANT_PLUGIN_MAY_BLOCK
+
+/* What a plugin exports, as const data, under PLANT_PLUGIN_DESC. Its first
+ * four fields never change, in any major, so every host can read the version
+ * of any plugin. Fields are only appended, each tagged [since 1.N]. */
+struct plant_plugin_desc {
+	uint32_t abi_major;   /* PLANT_ABI_MAJOR the module was built against */
+	uint32_t abi_minor;   /* PLANT_ABI_MINOR the module was built against */
+	uint32_t struct_size; /* sizeof(struct plant_plugin_desc) at build */
+	uint32_t flags;	      /* PLANT_PLUGIN_*; unknown bits are refused */
+
+	const char *name;			    /* module name, e.g. "sim_thermistor" */
+	const char *version;			    /* module version, e.g. "1.2.0" */
+	const char *description;		    /* one line */
+	const struct plant_config_key *config_keys; /* or NULL; ends at END */
+
+	/* Optional [main]: semantic checks beyond the key table, for `plantd
+	 * --check` and before a reload. `config` is [borrowed] with defaults
+	 * filled in. Report with api->error(self, key, ...) and return non-OK.
+	 * Must not start anything: init() may never follow. */
+	int (*validate)(plant_instance *self, const struct plant_host_api *api,
+			const json_t *config);
+
+	/* Required [main]: set up an instance. `api` stays valid until destroy();
+	 * `config` is [borrowed] and stays valid until destroy(). Store the
+	 * instance state in *state_out. Subscriptions and timers may be made
+	 * here. On failure report with api->error() and return non-OK: nothing
+	 * else of this instance is called, not even destroy(). */
+	int (*init)(plant_instance *self, const struct plant_host_api *api, const json_t *config,
+		    void **state_out);
+
+	/* Optional [instance]: begin work. Runs after every instance of the site
+	 * has been initialised, in config order. */
+	int (*start)(void *state);
+
+	/* Optional [instance]: stop work. The host has already removed the
+	 * instance's subscriptions and timers and let its in-flight calls
+	 * finish; after stop() no message or tick arrives. */
+	void (*stop)(void *state);
+
+	/* Optional [main]: free everything. Called once, after stop() or after a
+	 * start() that failed, never after a failed init(). */
+	void (*destroy)(void *state);
+
+	/* Optional [instance]: is the instance healthy? Return PLANT_OK for yes.
+	 * *detail_out may be set to a [new] JSON value the host shows in its
+	 * health report. */
+	int (*health)(void *state, json_t **detail_out);
+};
+
+/* Use as the first line of a descriptor initialiser. */
+#define PLANT_PLUGIN_HEADER                                         \
+	.abi_major = PLANT_ABI_MAJOR, .abi_minor = PLANT_ABI_MINOR, \
+	.struct_size = (uint32_t)sizeof(struct plant_plugin_desc)
+
+/* ---- what the host offers ------------------------------------------------ */
+
+/* Handed to init(); the same table for every instance. Functions are only
+ * appended, each tagged [since 1.N]. Test PLANT_API_HAS() before calling a
+ * function newer than the minor your plugin needs at least. */
+struct plant_host_api {
+	uint32_t struct_size; /* sizeof the host's table */
+	uint16_t abi_major;
+	uint16_t abi_minor;
+
+	/* [any-thread] One log line with the instance's name attached. */
+	void (*log)(plant_instance *self, int level, const char *fmt, ...) PLANT_PRINTF(3, 4);
+
+	/* [any-thread] Record why a callback failed, for the user. `key` names
+	 * the config key at fault or is NULL; the host adds file and line. The
+	 * last call before a non-OK return from validate() or init() wins. */
+	void (*error)(plant_instance *self, const char *key, const char *fmt, ...)
+		PLANT_PRINTF(3, 4);
+
+	/* [any-thread] Publish `body` on `topic`. `body` is [stolen], even on
+	 * error. Returns PLANT_E_INVALID for a bad topic name, PLANT_E_FULL when
+	 * a subscriber refuses for backpressure, PLANT_E_STATE during shutdown. */
+	int (*publish)(plant_instance *self, const char *topic, json_t *body);
+
+	/* [any-thread] Publish a body given as JSON text (it is checked, not kept
+	 * as a tree). `json` is [borrowed]; `len` bytes, no NUL needed. */
+	int (*publish_text)(plant_instance *self, const char *topic, const char *json, size_t len);
+
+	/* [any-thread] Deliver messages whose topic matches `pattern` (a topic
+	 * name, or a glob with `*` for one dot-separated segment or more and `?`
+	 * for one character) to `fn` in batches. The host removes subscriptions
+	 * when the instance stops. `*sub_out` (may be NULL) gets an id for
+	 * unsubscribe(). */
+	int (*subscribe)(plant_instance *self, const char *pattern, plant_msg_handler fn,
+			 void *user, uint64_t *sub_out);
+	int (*unsubscribe)(plant_instance *self, uint64_t sub);
+
+	/* [any-thread] Call `fn` every `every_ms` (plus a random 0..jitter_ms
+	 * each time). Ticks do not pile up: a tick due while the previous one
+	 * still waits to run is skipped. Removed when the instance stops. */
+	int (*timer_add)(plant_instance *self, uint64_t every_ms, uint64_t jitter_ms,
+			 plant_timer_fn fn, void *user, uint64_t *timer_out);
+	int (*timer_cancel)(plant_instance *self, uint64_t timer);
+
+	/* [any-thread] Metrics, named [a-z0-9_]; the host adds the instance. */
+	int (*counter_add)(plant_instance *self, const char *name, uint64_t delta);
+	int (*gauge_set)(plant_instance *self, const char *name, double value);
+
+	/* [any-thread] The instance's settings with defaults filled in
+	 * ([borrowed], valid until destroy()). */
+	const json_t *(*config)(plant_instance *self);
+	/* [any-thread] [borrowed] strings valid until destroy(). */
+	const char *(*instance_name)(plant_instance *self);
+	const char *(*site_name)(plant_instance *self);
+	const char *(*data_dir)(plant_instance *self);
+
+	/* [any-thread] The host clock in ms since the epoch (tests may drive
+	 * it). */
+	uint64_t (*now_ms)(plant_instance *self);
+
+	/* [any-thread] Reading a message. Every string is [borrowed] for as long
+	 * as the message is. */
+	const char *(*msg_id)(const plant_msg *msg);
+	const char *(*msg_topic)(const plant_msg *msg);
+	uint64_t (*msg_ts)(const plant_msg *msg);
+	/* The body as compact JSON text (always there, never parsed). */
+	const char *(*msg_body_text)(const plant_msg *msg, size_t *len_out);
+	/* The body as a tree, parsed on first use and cached for every other
+	 * reader: [borrowed], never modify it. NULL if the body is not JSON. */
+	const json_t *(*msg_body)(const plant_msg *msg);
+	/* A string attribute, or NULL. */
+	const char *(*msg_attr)(const plant_msg *msg, const char *name);
+	uint32_t (*msg_receive_count)(const plant_msg *msg);
+};
+
+/* Is `fn` offered by this host? For functions newer than the minor a plugin
+ * was built for at least. */
+#define PLANT_API_HAS(api, fn)                                                                     \
+	((api)->struct_size >=                                                                     \
+		 offsetof(struct plant_host_api, fn) + sizeof(((struct plant_host_api *)0)->fn) && \
+	 (api)->fn != NULL)
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* PLANTD_PLANTD_H */
