@@ -246,6 +246,10 @@ static size_t remove_subs(struct bus *b, void *owner, uint64_t id)
 			struct consumer *c = bq->cons[x];
 			if (c->owner == owner && (id == 0 || c->id == id)) {
 				atomic_store(&c->dead, true);
+				/* what it held and settled no more comes back now;
+				 * a batch still running settles its own */
+				if (!atomic_load(&c->busy))
+					queue_release_holder(bq->q, c, clock_now_ms());
 				consumer_unref(c);
 				removed++;
 			} else {
@@ -681,15 +685,20 @@ static void run_batch(void *arg, void *actor_ctx)
 		if (!d->settled) {
 			if (rc == PLANT_OK)
 				queue_ack(q, d);
-			else if (rc < 0)
-				/* nobody saw it: back now, for the next consumer */
+			else if (rc < 0 || atomic_load(&c->dead))
+				/* nobody saw it, or its consumer went away: back
+				 * now, for the next consumer */
 				queue_nack(q, d, 0, NULL, now);
 			else
 				queue_note(q, d, plant_status_name(rc));
 		}
 		delivery_free(d);
 	}
+	/* busy first, dead second: with bus_unsubscribe_owner() doing the
+	 * opposite, one of the two always releases what the consumer held */
 	atomic_store(&c->busy, false);
+	if (atomic_load(&c->dead))
+		queue_release_holder(q, c, now);
 	/* a dropped batch (actor_ctx NULL) may come from pump() itself; the
 	 * next tick hands the messages on */
 	if (actor_ctx && !atomic_load(&c->dead))
@@ -707,7 +716,8 @@ static void pump(struct bus *b, struct bus_queue *bq)
 		if (atomic_load(&c->dead) || atomic_exchange(&c->busy, true))
 			continue;
 		struct batch *bt = malloc(sizeof *bt + c->max_batch * sizeof bt->d[0]);
-		size_t n = bt ? queue_receive(bq->q, bt->d, c->max_batch, clock_now_ms()) : 0;
+		size_t n =
+			bt ? queue_receive_for(bq->q, c, bt->d, c->max_batch, clock_now_ms()) : 0;
 		if (n == 0) {
 			free(bt);
 			atomic_store(&c->busy, false);

@@ -30,7 +30,10 @@ int loader_find(const char *path, const char *name, char *path_out, size_t path_
 				snprintf(path_out, path_len, "%s/%s.so", dir, name);
 			else
 				snprintf(path_out, path_len, "%s/%s/%s.so", dir, name, name);
-			if (access(path_out, F_OK) == 0) {
+			/* lstat: a dangling link is this module's file, and
+			 * opening it says so */
+			struct stat st;
+			if (lstat(path_out, &st) == 0) {
 				free(copy);
 				return PLANT_OK;
 			}

@@ -20,6 +20,7 @@ struct qent {
  * finds its message in O(1) and a stale receipt is told apart. */
 struct slot {
 	struct qent e;
+	const void *holder;
 	uint32_t gen;
 	uint32_t next_free; /* free list; UINT32_MAX ends it */
 	bool used;
@@ -354,6 +355,12 @@ static void slot_release(struct queue *q, uint32_t i)
 
 size_t queue_receive(struct queue *q, struct delivery **out, size_t max, uint64_t now)
 {
+	return queue_receive_for(q, NULL, out, max, now);
+}
+
+size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **out, size_t max,
+			 uint64_t now)
+{
 	size_t n = 0;
 	pthread_mutex_lock(&q->lock);
 	while (n < max && q->len > 0) {
@@ -374,6 +381,7 @@ size_t queue_receive(struct queue *q, struct delivery **out, size_t max, uint64_
 		e.due = now + q->set.visibility_timeout_ms;
 		struct slot *s = &q->slots[i];
 		s->e = e;
+		s->holder = holder;
 		s->used = true;
 		q->in_flight++;
 		d->kind = MSG_KIND_DELIVERY;
@@ -523,6 +531,24 @@ void delivery_free(struct delivery *d)
 		return;
 	msg_unref(d->msg);
 	free(d);
+}
+
+void queue_release_holder(struct queue *q, const void *holder, uint64_t now)
+{
+	struct moves mv = {0};
+	pthread_mutex_lock(&q->lock);
+	for (uint32_t i = 0; i < q->n_slots; i++) {
+		struct slot *s = &q->slots[i];
+		if (!s->used || s->holder != holder)
+			continue;
+		struct qent e = s->e;
+		slot_release(q, i);
+		if (!e.last_error)
+			e.last_error = strdup("its consumer went away");
+		come_back(q, &e, 0, now, &mv);
+	}
+	pthread_mutex_unlock(&q->lock);
+	moves_flush(q, &mv, now);
 }
 
 uint64_t queue_tick(struct queue *q, uint64_t now)

@@ -78,6 +78,11 @@ int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const cha
  * now + visibility_timeout. Fills `out` with new deliveries (the caller
  * frees each with delivery_free after settling). Returns the count. */
 size_t queue_receive(struct queue *q, struct delivery **out, size_t max, uint64_t now);
+/* The same, marking the messages as held by `holder` (a consumer). */
+size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **out, size_t max,
+			 uint64_t now);
+/* Everything `holder` has in flight comes back now (it went away). */
+void queue_release_holder(struct queue *q, const void *holder, uint64_t now);
 
 /* Delete a received message. PLANT_E_NOTFOUND when its receipt is stale
  * (it timed out and was received again). */
