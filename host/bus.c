@@ -770,7 +770,7 @@ uint64_t bus_tick(struct bus *b, uint64_t now)
 	pthread_rwlock_rdlock(&b->lock);
 	size_t n = b->n_queues;
 	struct bus_queue **v = malloc((n ? n : 1) * sizeof *v);
-	if (v)
+	if (v && n)
 		memcpy(v, b->queues, n * sizeof *v);
 	pthread_rwlock_unlock(&b->lock);
 	for (size_t i = 0; v && i < n; i++) {
