@@ -567,7 +567,7 @@ int bus_queue_declare(struct bus *b, const char *name, const json_t *settings, c
 	struct bus_queue *bq = find_queue_locked(b, name);
 	if (bq) {
 		/* settings that change live; the queue keeps its messages */
-		*(struct queue_settings *)queue_settings_get(bq->q) = qs;
+		queue_set_settings(bq->q, &qs);
 	} else {
 		bq = calloc(1, sizeof *bq);
 		struct bus_queue **v =

@@ -10,6 +10,7 @@
  * this little record: deep queues cost text, not trees. */
 struct qent {
 	struct plant_msg *msg;
+	uint64_t seq;	 /* enqueue order */
 	uint64_t enq_at; /* when it was enqueued (ms), for retention */
 	uint64_t due;	 /* delayed: when it becomes visible; in flight: its deadline */
 	uint32_t receive_count;
@@ -26,6 +27,12 @@ struct slot {
 	bool used;
 };
 
+struct heap {
+	struct qent *v;
+	size_t len, cap;
+	bool by_seq;
+};
+
 struct queue {
 	pthread_mutex_t lock;
 	char *name;
@@ -36,9 +43,10 @@ struct queue {
 	struct qent *ring;
 	size_t head, len, cap;
 
-	/* delayed messages: a min-heap on `due` */
-	struct qent *heap;
-	size_t heap_len, heap_cap;
+	/* delayed messages, by `due`; messages visible again after a receive,
+	 * by `seq` (they are older than the ring and go first, in order) */
+	struct heap delayed, retry;
+	uint64_t next_seq;
 
 	struct slot *slots;
 	uint32_t n_slots, cap_slots, free_head, in_flight;
@@ -68,6 +76,7 @@ int queue_create(const char *name, const struct queue_settings *s, struct queue 
 	q->name = strdup(name);
 	q->set = *s;
 	q->free_head = UINT32_MAX;
+	q->retry.by_seq = true;
 	q->dedup = json_object();
 	*out = q;
 	return PLANT_OK;
@@ -85,13 +94,16 @@ void queue_destroy(struct queue *q)
 		return;
 	for (size_t i = 0; i < q->len; i++)
 		qent_free(&q->ring[(q->head + i) % q->cap]);
-	for (size_t i = 0; i < q->heap_len; i++)
-		qent_free(&q->heap[i]);
+	for (size_t i = 0; i < q->delayed.len; i++)
+		qent_free(&q->delayed.v[i]);
+	for (size_t i = 0; i < q->retry.len; i++)
+		qent_free(&q->retry.v[i]);
 	for (uint32_t i = 0; i < q->n_slots; i++)
 		if (q->slots[i].used)
 			qent_free(&q->slots[i].e);
 	free(q->ring);
-	free(q->heap);
+	free(q->delayed.v);
+	free(q->retry.v);
 	free(q->slots);
 	json_decref(q->dedup);
 	free(q->name);
@@ -109,9 +121,18 @@ const struct queue_settings *queue_settings_get(const struct queue *q)
 	return &q->set;
 }
 
+void queue_set_settings(struct queue *q, const struct queue_settings *s)
+{
+	pthread_mutex_lock(&q->lock);
+	q->set = *s;
+	pthread_mutex_unlock(&q->lock);
+}
+
 void queue_set_dead_letter(struct queue *q, struct queue *dlq)
 {
+	pthread_mutex_lock(&q->lock);
 	q->dlq = dlq;
+	pthread_mutex_unlock(&q->lock);
 }
 
 /* ---- the ring of visible messages ------------------------------------------ */
@@ -140,17 +161,6 @@ static int ring_push_back(struct queue *q, const struct qent *e)
 	return PLANT_OK;
 }
 
-/* Messages visible again go first: they are the oldest. */
-static int ring_push_front(struct queue *q, const struct qent *e)
-{
-	if (q->len == q->cap && ring_grow(q))
-		return PLANT_E_NOMEM;
-	q->head = (q->head + q->cap - 1) % q->cap;
-	q->ring[q->head] = *e;
-	q->len++;
-	return PLANT_OK;
-}
-
 static struct qent ring_pop(struct queue *q)
 {
 	struct qent e = q->ring[q->head];
@@ -159,48 +169,53 @@ static struct qent ring_pop(struct queue *q)
 	return e;
 }
 
-/* ---- the heap of delayed messages ------------------------------------------- */
+/* ---- heaps ------------------------------------------------------------------------ */
 
-static int heap_push(struct queue *q, const struct qent *e)
+static uint64_t key(const struct heap *h, size_t i)
 {
-	if (q->heap_len == q->heap_cap) {
-		size_t cap = q->heap_cap ? q->heap_cap * 2 : 16;
-		struct qent *v = realloc(q->heap, cap * sizeof *v);
+	return h->by_seq ? h->v[i].seq : h->v[i].due;
+}
+
+static int heap_push(struct heap *h, const struct qent *e)
+{
+	if (h->len == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 16;
+		struct qent *v = realloc(h->v, cap * sizeof *v);
 		if (!v)
 			return PLANT_E_NOMEM;
-		q->heap = v;
-		q->heap_cap = cap;
+		h->v = v;
+		h->cap = cap;
 	}
-	size_t i = q->heap_len++;
-	q->heap[i] = *e;
+	size_t i = h->len++;
+	h->v[i] = *e;
 	while (i > 0) {
 		size_t p = (i - 1) / 2;
-		if (q->heap[p].due <= q->heap[i].due)
+		if (key(h, p) <= key(h, i))
 			break;
-		struct qent t = q->heap[p];
-		q->heap[p] = q->heap[i];
-		q->heap[i] = t;
+		struct qent t = h->v[p];
+		h->v[p] = h->v[i];
+		h->v[i] = t;
 		i = p;
 	}
 	return PLANT_OK;
 }
 
-static struct qent heap_pop(struct queue *q)
+static struct qent heap_pop(struct heap *h)
 {
-	struct qent top = q->heap[0];
-	q->heap[0] = q->heap[--q->heap_len];
+	struct qent top = h->v[0];
+	h->v[0] = h->v[--h->len];
 	size_t i = 0;
 	for (;;) {
 		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < q->heap_len && q->heap[l].due < q->heap[m].due)
+		if (l < h->len && key(h, l) < key(h, m))
 			m = l;
-		if (r < q->heap_len && q->heap[r].due < q->heap[m].due)
+		if (r < h->len && key(h, r) < key(h, m))
 			m = r;
 		if (m == i)
 			break;
-		struct qent t = q->heap[m];
-		q->heap[m] = q->heap[i];
-		q->heap[i] = t;
+		struct qent t = h->v[m];
+		h->v[m] = h->v[i];
+		h->v[i] = t;
 		i = m;
 	}
 	return top;
@@ -210,7 +225,7 @@ static struct qent heap_pop(struct queue *q)
 
 static uint64_t depth(const struct queue *q)
 {
-	return q->len + q->heap_len + q->in_flight;
+	return q->len + q->delayed.len + q->retry.len + q->in_flight;
 }
 
 static void dedup_purge(struct queue *q, uint64_t now)
@@ -242,12 +257,12 @@ static bool dedup_seen(struct queue *q, const char *key, uint64_t now)
 
 static int push_locked(struct queue *q, struct plant_msg *msg, uint64_t delay_ms, uint64_t now)
 {
-	struct qent e = {.msg = msg_ref(msg), .enq_at = now};
+	struct qent e = {.msg = msg_ref(msg), .enq_at = now, .seq = q->next_seq++};
 	uint64_t delay = q->set.delay_ms + delay_ms;
 	int rc;
 	if (delay) {
 		e.due = now + delay;
-		rc = heap_push(q, &e);
+		rc = heap_push(&q->delayed, &e);
 	} else {
 		rc = ring_push_back(q, &e);
 	}
@@ -363,8 +378,8 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 {
 	size_t n = 0;
 	pthread_mutex_lock(&q->lock);
-	while (n < max && q->len > 0) {
-		struct qent e = ring_pop(q);
+	while (n < max && (q->retry.len > 0 || q->len > 0)) {
+		struct qent e = q->retry.len ? heap_pop(&q->retry) : ring_pop(q);
 		if (expired(q, &e, now)) {
 			q->st.expired++;
 			qent_free(&e);
@@ -374,10 +389,13 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 		struct delivery *d = malloc(sizeof *d);
 		if (i == UINT32_MAX || !d) {
 			free(d);
-			ring_push_front(q, &e);
+			heap_push(&q->retry, &e);
 			break;
 		}
 		e.receive_count++;
+		/* the last error is that of the latest receive */
+		free(e.last_error);
+		e.last_error = NULL;
 		e.due = now + q->set.visibility_timeout_ms;
 		struct slot *s = &q->slots[i];
 		s->e = e;
@@ -464,9 +482,9 @@ static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t 
 	q->st.redelivered++;
 	if (delay) {
 		e->due = now + delay;
-		heap_push(q, e);
+		heap_push(&q->delayed, e);
 	} else {
-		ring_push_front(q, e);
+		heap_push(&q->retry, e);
 	}
 }
 
@@ -484,7 +502,7 @@ static void moves_flush(struct queue *q, struct moves *mv, uint64_t now)
 			qent_free(&m->e);
 		} else {
 			q->st.redelivered++;
-			ring_push_front(q, &m->e);
+			heap_push(&q->retry, &m->e);
 		}
 		pthread_mutex_unlock(&q->lock);
 	}
@@ -571,12 +589,21 @@ uint64_t queue_tick(struct queue *q, uint64_t now)
 			e.last_error = strdup("visibility timeout");
 		come_back(q, &e, 0, now, &mv);
 	}
-	while (q->heap_len && q->heap[0].due <= now) {
-		struct qent e = heap_pop(q);
-		ring_push_back(q, &e);
+	while (q->delayed.len && q->delayed.v[0].due <= now) {
+		struct qent e = heap_pop(&q->delayed);
+		/* first deliveries join the ring; redeliveries keep their place */
+		if (e.receive_count)
+			heap_push(&q->retry, &e);
+		else
+			ring_push_back(q, &e);
 	}
-	if (q->heap_len && q->heap[0].due - now < next)
-		next = q->heap[0].due - now;
+	if (q->delayed.len && q->delayed.v[0].due - now < next)
+		next = q->delayed.v[0].due - now;
+	while (q->retry.len && expired(q, &q->retry.v[0], now)) {
+		struct qent e = heap_pop(&q->retry);
+		q->st.expired++;
+		qent_free(&e);
+	}
 	while (q->len && expired(q, &q->ring[q->head], now)) {
 		struct qent e = ring_pop(q);
 		q->st.expired++;
@@ -606,7 +633,7 @@ uint64_t queue_room(struct queue *q)
 size_t queue_visible(struct queue *q)
 {
 	pthread_mutex_lock(&q->lock);
-	size_t n = q->len;
+	size_t n = q->len + q->retry.len;
 	pthread_mutex_unlock(&q->lock);
 	return n;
 }
@@ -615,8 +642,8 @@ void queue_stats_get(struct queue *q, uint64_t now, struct queue_stats *out)
 {
 	pthread_mutex_lock(&q->lock);
 	*out = q->st;
-	out->visible = q->len;
-	out->delayed = q->heap_len;
+	out->visible = q->len + q->retry.len;
+	out->delayed = q->delayed.len;
 	out->in_flight = q->in_flight;
 	out->depth = depth(q);
 	uint64_t oldest = UINT64_MAX;
@@ -624,12 +651,13 @@ void queue_stats_get(struct queue *q, uint64_t now, struct queue_stats *out)
 		uint64_t t = q->ring[(q->head + i) % q->cap].enq_at;
 		if (t < oldest)
 			oldest = t;
-		if (i > 64)
-			break; /* the ring is in enqueue order but for redeliveries at its head */
+		break; /* the ring is in enqueue order */
 	}
-	for (size_t i = 0; i < q->heap_len; i++)
-		if (q->heap[i].enq_at < oldest)
-			oldest = q->heap[i].enq_at;
+	for (size_t i = 0; i < q->delayed.len; i++)
+		if (q->delayed.v[i].enq_at < oldest)
+			oldest = q->delayed.v[i].enq_at;
+	if (q->retry.len && q->retry.v[0].enq_at < oldest)
+		oldest = q->retry.v[0].enq_at;
 	for (uint32_t i = 0; i < q->n_slots; i++)
 		if (q->slots[i].used && q->slots[i].e.enq_at < oldest)
 			oldest = q->slots[i].e.enq_at;
@@ -652,12 +680,26 @@ json_t *queue_stats_json(struct queue *q, uint64_t now)
 			 (json_int_t)s.refused, "dead_letter", q->dlq ? q->dlq->name : NULL);
 }
 
+static int cmp_seq(const void *a, const void *b)
+{
+	uint64_t x = ((const struct qent *)a)->seq, y = ((const struct qent *)b)->seq;
+	return x < y ? -1 : x > y;
+}
+
 json_t *queue_peek(struct queue *q, size_t max)
 {
 	json_t *arr = json_array();
 	pthread_mutex_lock(&q->lock);
-	for (size_t i = 0; i < q->len && i < max; i++) {
-		const struct qent *e = &q->ring[(q->head + i) % q->cap];
+	/* the retry heap in its order of delivery, then the ring */
+	struct qent *retry = malloc((q->retry.len ? q->retry.len : 1) * sizeof *retry);
+	size_t n_retry = retry ? q->retry.len : 0;
+	if (n_retry) {
+		memcpy(retry, q->retry.v, n_retry * sizeof *retry);
+		qsort(retry, n_retry, sizeof *retry, cmp_seq);
+	}
+	for (size_t i = 0; i < n_retry + q->len && i < max; i++) {
+		const struct qent *e =
+			i < n_retry ? &retry[i] : &q->ring[(q->head + i - n_retry) % q->cap];
 		json_t *body = json_loadb(e->msg->text, e->msg->len, JSON_DECODE_ANY, NULL);
 		json_array_append_new(
 			arr, json_pack("{s:s, s:s, s:I, s:i, s:o, s:O?}", "id", e->msg->id, "topic",
@@ -666,5 +708,6 @@ json_t *queue_peek(struct queue *q, size_t max)
 				       "attributes", e->msg->attrs));
 	}
 	pthread_mutex_unlock(&q->lock);
+	free(retry);
 	return arr;
 }

@@ -59,7 +59,9 @@ void queue_destroy(struct queue *q);
 const char *queue_name(const struct queue *q);
 const struct queue_settings *queue_settings_get(const struct queue *q);
 
-/* The dead-letter queue, or NULL. Set once, before use. */
+/* New settings for a live queue (a reload); its messages stay. */
+void queue_set_settings(struct queue *q, const struct queue_settings *s);
+/* The dead-letter queue, or NULL. */
 void queue_set_dead_letter(struct queue *q, struct queue *dlq);
 
 /* Enqueue `msg` (a new reference is taken). `dedup_key` may be NULL;
