@@ -54,12 +54,10 @@ struct plant_msg *msg_new_json(const char *topic, json_t *body)
 	}
 	struct plant_msg *m = msg_alloc(topic, text, strlen(text));
 	free(text);
-	if (!m) {
-		json_decref(body);
-		return NULL;
-	}
-	/* the publisher had the tree already: keep it as the cached parse */
-	atomic_store(&m->tree, body);
+	/* The publisher's tree is not kept: a message may wait in deep queues,
+	 * where text costs a fifth of a tree (DESIGN.md, principle 4). A reader
+	 * that wants a tree parses it once, for every reader. */
+	json_decref(body);
 	return m;
 }
 

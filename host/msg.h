@@ -29,8 +29,9 @@ struct plant_msg {
 	char text[]; /* compact JSON, NUL-terminated */
 };
 
-/* A new message with one reference. `body` is [stolen]; the text is made
- * once. NULL on allocation failure or a body that cannot be serialised. */
+/* A new message with one reference. `body` is [stolen]: serialised once to
+ * compact text, then released. NULL on allocation failure or a body that
+ * cannot be serialised. */
 struct plant_msg *msg_new_json(const char *topic, json_t *body);
 /* From JSON text that was already checked (or will be by the caller). */
 struct plant_msg *msg_new_text(const char *topic, const char *text, size_t len);
