@@ -203,6 +203,9 @@ void config_free(struct site_config *cfg)
 	for (size_t i = 0; i < cfg->n_queues; i++)
 		spec_free(&cfg->queues[i]);
 	free(cfg->queues);
+	for (size_t i = 0; i < cfg->n_stores; i++)
+		spec_free(&cfg->stores[i]);
+	free(cfg->stores);
 	free(cfg->source);
 	free(cfg->dir);
 	free(cfg->site);
@@ -265,12 +268,18 @@ static int get_string(const config_setting_t *s, const char *file, char **out, c
 
 /* One `plugins` (or `queues`) entry: a new instance, or (from the overlay) a
  * change to an existing one. Queues have no module and no `required`. */
-static int load_entry(struct site_config *cfg, int is_queue, const config_setting_t *e,
+static int load_entry(struct site_config *cfg, char section, const config_setting_t *e,
 		      const char *file, int overlay, char *err, size_t errlen)
 {
-	const char *what = is_queue ? "queue" : "instance";
-	struct instance_spec **list = is_queue ? &cfg->queues : &cfg->instances;
-	size_t *count = is_queue ? &cfg->n_queues : &cfg->n_instances;
+	/* 'p'lugins, 'q'ueues, 's'tores: the last two have no module */
+	int is_queue = section != 'p';
+	const char *what = section == 'p' ? "instance" : section == 'q' ? "queue" : "store";
+	struct instance_spec **list = section == 'p'   ? &cfg->instances
+				      : section == 'q' ? &cfg->queues
+						       : &cfg->stores;
+	size_t *count = section == 'p'	 ? &cfg->n_instances
+			: section == 'q' ? &cfg->n_queues
+					 : &cfg->n_stores;
 	int line = config_setting_source_line(e);
 	if (!config_setting_is_group(e))
 		return fail(
@@ -353,14 +362,14 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 {
 	const char *key = config_setting_name(s);
 	int line = config_setting_source_line(s);
-	if (strcmp(key, "plugins") == 0 || strcmp(key, "queues") == 0) {
-		int is_queue = key[0] == 'q';
+	if (strcmp(key, "plugins") == 0 || strcmp(key, "queues") == 0 ||
+	    strcmp(key, "stores") == 0) {
 		if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
 			return fail(err, errlen, file, line,
 				    "'%s' must be a list: %s = ( { ... }, { ... } );", key, key);
 		for (int i = 0; i < config_setting_length(s); i++) {
 			config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
-			int rc = load_entry(cfg, is_queue, e, setting_file(e, file), overlay, err,
+			int rc = load_entry(cfg, key[0], e, setting_file(e, file), overlay, err,
 					    errlen);
 			if (rc)
 				return rc;

@@ -38,6 +38,11 @@ struct site_config {
 	 * `module` NULL; their settings are checked by the bus */
 	struct instance_spec *queues;
 	size_t n_queues;
+
+	/* stores = ( { name = "..."; backend = "sqlite"; ... } ): entries with
+	 * `module` NULL; the backend's settings are checked when it opens */
+	struct instance_spec *stores;
+	size_t n_stores;
 };
 
 /* Load `path` (a file, or a directory holding plantd.conf and other *.conf

@@ -17,6 +17,7 @@
 #include "metrics.h"
 #include "msg.h"
 #include "queue.h"
+#include "store.h"
 #include "plantd-build.h"
 
 #define BATCH_MAX 256
@@ -26,6 +27,8 @@
 struct site {
 	struct site_config *cfg;
 	struct event *tick;
+	struct stores *stores;
+	bool stores_open;
 	char *default_path;
 	struct event_base *base;
 	struct bus *bus;
@@ -736,6 +739,123 @@ static json_t *api_bus_stats(plant_instance *self)
 	return bus_stats_json(inst_of(self)->site->bus);
 }
 
+static int api_store_register(plant_instance *self, const char *kind,
+			      const struct plant_store_backend *backend, void *backend_state)
+{
+	struct instance *inst = inst_of(self);
+	char err[512];
+	if (!inst->site || !inst->site->stores || inst->st != INST_NEW)
+		return PLANT_E_STATE; /* from init() only */
+	int rc = stores_register_kind(inst->site->stores, kind, backend, backend_state, inst, err,
+				      sizeof err);
+	if (rc != PLANT_OK)
+		api_error(self, NULL, "%s", err);
+	return rc;
+}
+
+static int store_of(plant_instance *self, uint32_t id, struct store_ref *ref)
+{
+	struct instance *inst = inst_of(self);
+	if (!inst->site || !inst->site->stores)
+		return PLANT_E_STATE;
+	return stores_ref(inst->site->stores, id, ref);
+}
+
+static int key_ok(const char *key, size_t len)
+{
+	return key && len >= 1 && len <= 1024;
+}
+
+static int api_store_open(plant_instance *self, const char *name, uint32_t *store_out)
+{
+	struct instance *inst = inst_of(self);
+	if (!inst->site || !inst->site->stores || !store_out)
+		return PLANT_E_STATE;
+	return stores_find(inst->site->stores, name, store_out);
+}
+
+static int api_store_get(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			 json_t **value_out, uint64_t *version_out)
+{
+	struct store_ref r;
+	int rc = store_of(self, store, &r);
+	if (rc)
+		return rc;
+	if (!key_ok(key, key_len) || !value_out)
+		return PLANT_E_INVALID;
+	uint64_t version = 0;
+	rc = r.be->get(r.h, key, key_len, clock_now_ms(), value_out, &version);
+	if (version_out)
+		*version_out = version;
+	return rc;
+}
+
+static int api_store_put(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			 json_t *value, int cond, uint64_t version, uint64_t ttl_ms,
+			 uint64_t *version_out)
+{
+	struct store_ref r;
+	int rc = store_of(self, store, &r);
+	if (!rc && (!key_ok(key, key_len) || !value || cond < PLANT_PUT_ANY ||
+		    cond > PLANT_PUT_IF_VERSION))
+		rc = PLANT_E_INVALID;
+	uint64_t v = 0;
+	if (!rc)
+		rc = r.be->put(r.h, key, key_len, value, cond, version, ttl_ms, clock_now_ms(), &v);
+	json_decref(value);
+	if (!rc && version_out)
+		*version_out = v;
+	return rc;
+}
+
+static int api_store_delete(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			    int cond, uint64_t version)
+{
+	struct store_ref r;
+	int rc = store_of(self, store, &r);
+	if (rc)
+		return rc;
+	if (!key_ok(key, key_len))
+		return PLANT_E_INVALID;
+	return r.be->del(r.h, key, key_len, cond, version, clock_now_ms());
+}
+
+static int api_store_scan(plant_instance *self, uint32_t store, const char *prefix,
+			  size_t prefix_len, const char *after, size_t after_len, size_t limit,
+			  json_t **items_out)
+{
+	struct store_ref r;
+	int rc = store_of(self, store, &r);
+	if (rc)
+		return rc;
+	if (!items_out || (prefix_len && !prefix) || (after_len && !after))
+		return PLANT_E_INVALID;
+	return r.be->scan(r.h, prefix ? prefix : "", prefix_len, after, after_len, limit,
+			  clock_now_ms(), items_out);
+}
+
+static int api_store_batch(plant_instance *self, uint32_t store, const struct plant_store_op *ops,
+			   size_t n, size_t *failed_out)
+{
+	struct store_ref r;
+	int rc = store_of(self, store, &r);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		if (!key_ok(ops[i].key, ops[i].key_len) || (!ops[i].is_delete && !ops[i].value)) {
+			if (failed_out)
+				*failed_out = i;
+			return PLANT_E_INVALID;
+		}
+	}
+	size_t failed = 0;
+	int atomic = 0;
+	rc = r.be->batch(r.h, ops, n, clock_now_ms(), &failed, &atomic);
+	if (failed_out)
+		*failed_out = failed;
+	return rc;
+}
+
 const struct plant_host_api host_api = {
 	.struct_size = sizeof(struct plant_host_api),
 	.abi_major = PLANT_ABI_MAJOR,
@@ -769,9 +889,18 @@ const struct plant_host_api host_api = {
 	.nack = api_nack,
 	.queue_room = api_queue_room,
 	.bus_stats = api_bus_stats,
+	.store_register = api_store_register,
+	.store_open = api_store_open,
+	.store_get = api_store_get,
+	.store_put = api_store_put,
+	.store_delete = api_store_delete,
+	.store_scan = api_store_scan,
+	.store_batch = api_store_batch,
 };
 
 /* ---- the site ------------------------------------------------------------------ */
+
+static int add_backend_instances(struct site_config *cfg, char *err, size_t errlen);
 
 /* The queues of a config: good settings, dead-letter queues that exist and
  * chains of them that end. Errors name the file and line. */
@@ -841,6 +970,8 @@ int site_check(const struct site_config *cfg, const char *default_plugin_path, c
 	       size_t errlen)
 {
 	int qrc = queues_check(cfg, err, errlen);
+	if (!qrc)
+		qrc = add_backend_instances((struct site_config *)cfg, err, errlen);
 	if (qrc)
 		return qrc;
 	char *path = plugin_path_for(cfg, default_plugin_path);
@@ -886,33 +1017,60 @@ static void stop_all(struct site *site, bool *abandoned)
 
 static void destroy_all(struct site *site, const bool *abandoned)
 {
-	for (size_t i = site->n; i-- > 0;)
+	for (size_t i = site->n; i-- > 0;) {
+		/* stores close before the backends that serve them go */
+		if (site->stores_open && stores_owner_serves(site->stores, site->insts[i])) {
+			stores_close_all(site->stores);
+			site->stores_open = false;
+		}
 		inst_destroy(site->insts[i], abandoned && abandoned[i]);
+	}
 	free(site->insts);
 	site->insts = NULL;
 	site->n = 0;
 }
 
-/* Bring up instances [from, site->n): init all, then start all. A required
- * instance failing is fatal when `fatal`; otherwise it is logged and kept as
- * failed. */
-static int bring_up(struct site *site, size_t from, bool fatal, char *err, size_t errlen)
+static bool is_backend(const struct instance *inst)
+{
+	return strncmp(inst->spec->module, "store_", 6) == 0;
+}
+
+static int init_one(struct site *site, struct instance *inst, bool fatal, char *err, size_t errlen)
 {
 	char why[2048];
-	for (size_t i = from; i < site->n; i++) {
-		struct instance *inst = site->insts[i];
-		if (inst->st != INST_NEW)
-			continue;
-		if (inst_init(inst, why, sizeof why) == PLANT_OK)
-			continue;
-		if (fatal && inst->spec->required) {
-			snprintf(err, errlen, "%s", why);
-			return PLANT_E_PLUGIN;
-		}
-		log_write(PLANT_LOG_ERROR, inst->spec->name, "%s%s", why,
-			  inst->spec->required ? "" : " (required = false: the site runs on)");
+	if (inst->st != INST_NEW || inst_init(inst, why, sizeof why) == PLANT_OK)
+		return PLANT_OK;
+	if (fatal && inst->spec->required) {
+		snprintf(err, errlen, "%s", why);
+		return PLANT_E_PLUGIN;
 	}
-	for (size_t i = from; i < site->n; i++) {
+	log_write(PLANT_LOG_ERROR, inst->spec->name, "%s%s", why,
+		  inst->spec->required ? "" : " (required = false: the site runs on)");
+	return PLANT_OK;
+}
+
+/* Bring up new instances: store backends first, then the site's stores,
+ * then every other init(), then every start(), in config order. A required
+ * instance failing is fatal when `fatal`; otherwise it is logged and kept as
+ * failed. */
+static int bring_up(struct site *site, bool fatal, char *err, size_t errlen)
+{
+	char why[2048];
+	for (size_t i = 0; i < site->n; i++)
+		if (is_backend(site->insts[i]) &&
+		    init_one(site, site->insts[i], fatal, err, errlen))
+			return PLANT_E_PLUGIN;
+	if (!site->stores_open) {
+		int rc = stores_open_all(site->stores, site->cfg, site->cfg->data_dir, err, errlen);
+		if (rc)
+			return rc;
+		site->stores_open = true;
+	}
+	for (size_t i = 0; i < site->n; i++)
+		if (!is_backend(site->insts[i]) &&
+		    init_one(site, site->insts[i], fatal, err, errlen))
+			return PLANT_E_PLUGIN;
+	for (size_t i = 0; i < site->n; i++) {
 		struct instance *inst = site->insts[i];
 		if (inst->st != INST_INITIALISED)
 			continue;
@@ -925,6 +1083,61 @@ static int bring_up(struct site *site, size_t from, bool fatal, char *err, size_
 			return PLANT_E_PLUGIN;
 		}
 		log_write(PLANT_LOG_ERROR, inst->spec->name, "%s", why);
+	}
+	return PLANT_OK;
+}
+
+/* Every store's backend module runs as an instance (named after the module
+ * unless the site configures one), placed first. */
+static int add_backend_instances(struct site_config *cfg, char *err, size_t errlen)
+{
+	char where[PATH_MAX + 32];
+	for (size_t i = 0; i < cfg->n_stores; i++) {
+		const struct instance_spec *st = &cfg->stores[i];
+		const char *kind = json_string_value(json_object_get(st->settings, "backend"));
+		bool ok = kind && *kind && strlen(kind) < 64;
+		for (const char *p = kind; ok && *p; p++)
+			ok = (*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_';
+		if (!ok) {
+			snprintf(
+				err, errlen,
+				"%s: store \"%s\": 'backend' must name a store kind, e.g. \"sqlite\" or \"memory\"",
+				instance_spec_where(st, "backend", where, sizeof where), st->name);
+			return PLANT_E_CONFIG;
+		}
+		char module[80];
+		stores_module_for(kind, module, sizeof module);
+		bool have = false;
+		for (size_t j = 0; j < cfg->n_instances && !have; j++)
+			have = strcmp(cfg->instances[j].module, module) == 0;
+		if (have)
+			continue;
+		if (config_find_instance(cfg, module)) {
+			snprintf(
+				err, errlen,
+				"%s: store \"%s\": its backend would run as instance \"%s\", a name the site uses for another module",
+				instance_spec_where(st, "backend", where, sizeof where), st->name,
+				module);
+			return PLANT_E_CONFIG;
+		}
+		struct instance_spec *v =
+			realloc(cfg->instances, (cfg->n_instances + 1) * sizeof *cfg->instances);
+		if (!v)
+			return PLANT_E_NOMEM;
+		cfg->instances = v;
+		memmove(&cfg->instances[1], &cfg->instances[0],
+			cfg->n_instances * sizeof *cfg->instances);
+		cfg->n_instances++;
+		cfg->instances[0] = (struct instance_spec){
+			.name = strdup(module),
+			.module = strdup(module),
+			.required = 1,
+			.settings = json_object(),
+			.lines = json_object(),
+			.files = json_object(),
+			.file = strdup(st->file),
+			.line = st->line,
+		};
 	}
 	return PLANT_OK;
 }
@@ -947,7 +1160,10 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 		goto fail;
 	}
 	bus_set_invoke(site->bus, site_invoke);
+	site->stores = stores_new();
 	rc = queues_check(cfg, err, errlen);
+	if (!rc)
+		rc = add_backend_instances(cfg, err, errlen);
 	if (!rc)
 		rc = queues_apply(site, cfg, err, errlen);
 	if (rc)
@@ -969,7 +1185,7 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 	}
 	free(path);
 	if (!rc)
-		rc = bring_up(site, 0, true, err, errlen);
+		rc = bring_up(site, true, err, errlen);
 	if (rc) {
 		bool *ab = calloc(site->n + 1, sizeof *ab);
 		stop_all(site, ab);
@@ -985,6 +1201,7 @@ fail:
 	if (site->tick)
 		event_free(site->tick);
 	executor_destroy(site->exec);
+	stores_free(site->stores);
 	bus_destroy(site->bus);
 	free(site->default_path);
 	free(site);
@@ -1005,6 +1222,7 @@ void site_destroy(struct site *site)
 	if (site->tick)
 		event_free(site->tick);
 	bus_destroy(site->bus);
+	stores_free(site->stores);
 	config_free(site->cfg);
 	free(site->default_path);
 	free(site);
@@ -1020,6 +1238,25 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 
 	/* 1. Check everything that changes before touching anything. */
 	rc = queues_check(cfg, err, errlen);
+	if (!rc)
+		rc = add_backend_instances(cfg, err, errlen);
+	for (size_t i = 0; i < site->n && !rc; i++) {
+		struct instance *old = site->insts[i];
+		const struct instance_spec *now = config_find_instance(cfg, old->spec->name);
+		if (stores_owner_serves(site->stores, old) &&
+		    (!now || !instance_spec_equal(old->spec, now))) {
+			snprintf(
+				err, errlen,
+				"instance \"%s\" serves the site's stores: it cannot change or go on a reload; restart plantd",
+				old->spec->name);
+			rc = PLANT_E_CONFIG;
+		}
+	}
+	bool stores_same = cfg->n_stores == site->cfg->n_stores;
+	for (size_t i = 0; i < cfg->n_stores && stores_same; i++)
+		stores_same = instance_spec_equal(&cfg->stores[i], &site->cfg->stores[i]);
+	if (!rc && !stores_same)
+		log_warn("reload: changes to 'stores' take effect at the next start");
 	for (size_t i = 0; i < n_new && !rc; i++) {
 		const struct instance_spec *spec = &cfg->instances[i];
 		struct instance *old = NULL;
@@ -1083,7 +1320,7 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	for (size_t i = 0; i < site->n; i++)
 		if (site->insts[i]->st == INST_NEW)
 			started++;
-	bring_up(site, 0, false, err, errlen);
+	bring_up(site, false, err, errlen);
 	log_info("reload applied: %zu stopped, %zu started, %zu untouched", stopped, started,
 		 site->n - started);
 	return PLANT_OK;

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 1
+#define PLANT_ABI_MINOR 2
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -155,6 +155,64 @@ struct plant_publish {
 	const char *dedup_key;	  /* queues accept a key once per dedup_window */
 	uint64_t delay_ms;	  /* queues hold the message back this long */
 	char id_out[32];	  /* the message id, set on success */
+};
+
+/* ---- stores [since 1.2] ------------------------------------------------------ */
+
+/* Conditions for store writes. A failed condition returns PLANT_E_CONDITION,
+ * which is an answer, not an error. */
+enum plant_put_cond {
+	PLANT_PUT_ANY = 0,	  /* unconditional */
+	PLANT_PUT_IF_ABSENT = 1,  /* only if no live item has the key */
+	PLANT_PUT_IF_VERSION = 2, /* only if the stored version equals `version` */
+};
+
+/* One write of a batch (store_batch). */
+struct plant_store_op {
+	int is_delete;
+	const char *key; /* bytes; NUL allowed */
+	size_t key_len;
+	const json_t *value; /* [borrowed]; ignored for a delete */
+	int cond;	     /* enum plant_put_cond */
+	uint64_t version;    /* for PLANT_PUT_IF_VERSION */
+	uint64_t ttl_ms;     /* 0 = no expiry */
+};
+
+/* A store backend, registered by a plugin under a kind name ("sqlite").
+ * Unlike other callbacks, these are [any-thread]: the host calls them from
+ * whichever thread uses the store, concurrently, so a backend does its own
+ * locking. Items are JSON values under byte-string keys, each with a
+ * version that every write bumps (the first write gives version 1). Keys
+ * are 1..1024 bytes; `now` is the host clock in ms, for TTLs. */
+struct plant_store_backend {
+	uint32_t struct_size;
+	/* Open store `name` with the `stores` entry's settings ([borrowed]; a
+	 * relative `path` is relative to `data_dir`). Errors go to `err`. */
+	int (*open)(void *backend_state, const char *name, const json_t *settings,
+		    const char *data_dir, void **store_out, char *err, size_t errlen);
+	void (*close)(void *store);
+	/* *value_out is [new]; PLANT_E_NOTFOUND when absent or expired. */
+	int (*get)(void *store, const char *key, size_t key_len, uint64_t now, json_t **value_out,
+		   uint64_t *version_out);
+	/* `value` is [borrowed]. */
+	int (*put)(void *store, const char *key, size_t key_len, const json_t *value, int cond,
+		   uint64_t version, uint64_t ttl_ms, uint64_t now, uint64_t *version_out);
+	int (*del)(void *store, const char *key, size_t key_len, int cond, uint64_t version,
+		   uint64_t now);
+	/* Live items whose key starts with `prefix`, in key order, after the key
+	 * `after` (NULL: from the start), at most `limit`: *items_out is a [new]
+	 * array of {"key": KEY, "value": V, "version": N} where KEY is a string
+	 * (keys that are not UTF-8 come as {"key_hex": "..."}). */
+	int (*scan)(void *store, const char *prefix, size_t prefix_len, const char *after,
+		    size_t after_len, size_t limit, uint64_t now, json_t **items_out);
+	/* All or nothing where the backend can (`atomic_out` says whether it
+	 * was): the first failing op's index goes to *failed_out. */
+	int (*batch)(void *store, const struct plant_store_op *ops, size_t n, uint64_t now,
+		     size_t *failed_out, int *atomic_out);
+	/* Delete expired items; returns how many. */
+	size_t (*expire)(void *store, uint64_t now);
+	/* Optional: is the store healthy? *detail_out [new] or NULL. */
+	int (*health)(void *store, json_t **detail_out);
 };
 
 #define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
@@ -325,6 +383,34 @@ struct plant_host_api {
 	 * "subscribers": N}}, "queues": {NAME: {"depth": N, "in_flight": N,
 	 * "oldest_age_ms": N, "dead_lettered": N, ...}}}. [new] */
 	json_t *(*bus_stats)(plant_instance *self);
+
+	/* ---- [since 1.2] stores ---- */
+
+	/* [main] Offer a store kind (called from init()). `backend` is
+	 * [borrowed] and must stay valid until the instance is destroyed, which
+	 * the host does only after every store of that kind is closed. */
+	int (*store_register)(plant_instance *self, const char *kind,
+			      const struct plant_store_backend *backend, void *backend_state);
+
+	/* [any-thread] A store of the site, by name, as a handle for the calls
+	 * below. PLANT_E_NOTFOUND when the site has no such store. */
+	int (*store_open)(plant_instance *self, const char *name, uint32_t *store_out);
+
+	/* [any-thread] May block (disk, network). *value_out is [new]. */
+	int (*store_get)(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			 json_t **value_out, uint64_t *version_out);
+	/* `value` is [stolen], even on error. PLANT_E_CONDITION when `cond`
+	 * fails. *version_out (may be NULL) gets the new version. */
+	int (*store_put)(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			 json_t *value, int cond, uint64_t version, uint64_t ttl_ms,
+			 uint64_t *version_out);
+	int (*store_delete)(plant_instance *self, uint32_t store, const char *key, size_t key_len,
+			    int cond, uint64_t version);
+	int (*store_scan)(plant_instance *self, uint32_t store, const char *prefix,
+			  size_t prefix_len, const char *after, size_t after_len, size_t limit,
+			  json_t **items_out);
+	int (*store_batch)(plant_instance *self, uint32_t store, const struct plant_store_op *ops,
+			   size_t n, size_t *failed_out);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
