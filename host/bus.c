@@ -528,6 +528,28 @@ int bus_queue_parse(const json_t *settings, struct queue_settings *out, const ch
 		rc = dur_key(settings, "dedup_window", &out->dedup_window_ms, 1, bad_key, err,
 			     errlen);
 	out->max_receive = (uint32_t)max_receive;
+	json_t *durable = json_object_get(settings, "durable");
+	json_t *store = json_object_get(settings, "store");
+	if (!rc && durable && !json_is_boolean(durable)) {
+		*bad_key = "durable";
+		snprintf(err, errlen, "'durable' must be true or false");
+		rc = PLANT_E_CONFIG;
+	}
+	if (!rc && store &&
+	    (!json_is_string(store) || !*json_string_value(store) ||
+	     json_string_length(store) >= sizeof out->store)) {
+		*bad_key = "store";
+		snprintf(err, errlen, "'store' must name a store of the site");
+		rc = PLANT_E_CONFIG;
+	}
+	out->durable = json_is_true(durable);
+	if (!rc && out->durable && !store) {
+		*bad_key = "durable";
+		snprintf(err, errlen, "a durable queue needs 'store', the store that keeps it");
+		rc = PLANT_E_CONFIG;
+	}
+	if (store)
+		snprintf(out->store, sizeof out->store, "%s", json_string_value(store));
 	return rc;
 }
 
@@ -694,6 +716,8 @@ static void run_batch(void *arg, void *actor_ctx)
 		}
 		delivery_free(d);
 	}
+	/* the batch's acks reach a durable queue's store in one write */
+	queue_flush(q, now);
 	/* busy first, dead second: with bus_unsubscribe_owner() doing the
 	 * opposite, one of the two always releases what the consumer held */
 	atomic_store(&c->busy, false);
@@ -775,12 +799,22 @@ uint64_t bus_tick(struct bus *b, uint64_t now)
 	pthread_rwlock_unlock(&b->lock);
 	for (size_t i = 0; v && i < n; i++) {
 		uint64_t due = queue_tick(v[i]->q, now);
+		queue_flush(v[i]->q, now);
 		if (due < next)
 			next = due;
 		pump(b, v[i]);
 	}
 	free(v);
 	return next;
+}
+
+void bus_flush_all(struct bus *b)
+{
+	uint64_t now = clock_now_ms();
+	pthread_rwlock_rdlock(&b->lock);
+	for (size_t i = 0; i < b->n_queues; i++)
+		queue_flush(b->queues[i]->q, now);
+	pthread_rwlock_unlock(&b->lock);
 }
 
 json_t *bus_stats_json(struct bus *b)

@@ -82,6 +82,9 @@ int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason);
  * waiting messages go to idle consumers. Returns ms until the next due. */
 uint64_t bus_tick(struct bus *bus, uint64_t now);
 
+/* Write out what durable queues owe their stores (acked messages). */
+void bus_flush_all(struct bus *bus);
+
 /* {"topics": {...}, "queues": {...}}: [new]. */
 json_t *bus_stats_json(struct bus *bus);
 

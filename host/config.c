@@ -215,6 +215,14 @@ void config_free(struct site_config *cfg)
 	free(cfg);
 }
 
+const struct instance_spec *config_find_store(const struct site_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_stores; i++)
+		if (strcmp(cfg->stores[i].name, name) == 0)
+			return &cfg->stores[i];
+	return NULL;
+}
+
 const struct instance_spec *config_find_queue(const struct site_config *cfg, const char *name)
 {
 	for (size_t i = 0; i < cfg->n_queues; i++)

@@ -54,6 +54,7 @@ int config_load(const char *path, const char *env, struct site_config **out, cha
 		size_t errlen);
 void config_free(struct site_config *cfg);
 
+const struct instance_spec *config_find_store(const struct site_config *cfg, const char *name);
 const struct instance_spec *config_find_queue(const struct site_config *cfg, const char *name);
 const struct instance_spec *config_find_instance(const struct site_config *cfg, const char *name);
 /* The line of `key` in the instance's entry, or the entry's own line. */

@@ -51,6 +51,15 @@ struct queue {
 	struct slot *slots;
 	uint32_t n_slots, cap_slots, free_head, in_flight;
 
+	/* a durable queue: its store, the key prefix of its records, what
+	 * publishers are writing now, and deletes waiting for queue_flush() */
+	const struct plant_store_backend *be;
+	void *sh;
+	char *prefix;
+	uint64_t reserved;
+	uint64_t *dels;
+	size_t n_dels, cap_dels;
+
 	json_t *dedup; /* key -> expiry (ms) */
 	uint64_t dedup_next_purge;
 
@@ -59,6 +68,7 @@ struct queue {
 
 void queue_settings_default(struct queue_settings *s)
 {
+	memset(s, 0, sizeof *s);
 	s->visibility_timeout_ms = 30000;
 	s->max_receive = 5;
 	s->retention_ms = 4ull * 24 * 3600 * 1000;
@@ -102,6 +112,8 @@ void queue_destroy(struct queue *q)
 		if (q->slots[i].used)
 			qent_free(&q->slots[i].e);
 	free(q->ring);
+	free(q->prefix);
+	free(q->dels);
 	free(q->delayed.v);
 	free(q->retry.v);
 	free(q->slots);
@@ -221,11 +233,180 @@ static struct qent heap_pop(struct heap *h)
 	return top;
 }
 
+/* ---- persistence (durable queues) ------------------------------------------------ */
+
+/* Record key: PREFIX + 16 hex digits of the sequence, so that a scan comes
+ * back in enqueue order. */
+static size_t record_key(const struct queue *q, uint64_t seq, char *out, size_t len)
+{
+	int n = snprintf(out, len, "%s%016llx", q->prefix, (unsigned long long)seq);
+	return n > 0 ? (size_t)n : 0;
+}
+
+static json_t *record_value(const struct plant_msg *m, uint32_t receive_count, uint64_t enq_at)
+{
+	return json_pack("{s:s, s:s, s:I, s:s%, s:O?, s:i, s:I}", "id", m->id, "topic", m->topic,
+			 "ts", (json_int_t)m->ts, "body", m->text, m->len, "attrs", m->attrs, "rc",
+			 (int)receive_count, "enq", (json_int_t)enq_at);
+}
+
+static int record_put(struct queue *q, uint64_t seq, const struct plant_msg *m,
+		      uint32_t receive_count, uint64_t enq_at, uint64_t now)
+{
+	char key[300];
+	size_t klen = record_key(q, seq, key, sizeof key);
+	json_t *v = record_value(m, receive_count, enq_at);
+	if (!v)
+		return PLANT_E_NOMEM;
+	uint64_t version;
+	int rc = q->be->put(q->sh, key, klen, v, PLANT_PUT_ANY, 0, 0, now, &version);
+	json_decref(v);
+	return rc;
+}
+
+static void record_del(struct queue *q, uint64_t seq, uint64_t now)
+{
+	char key[300];
+	size_t klen = record_key(q, seq, key, sizeof key);
+	q->be->del(q->sh, key, klen, PLANT_PUT_ANY, 0, now);
+}
+
+/* With q locked: this record goes at the next flush. */
+static void dels_add(struct queue *q, uint64_t seq)
+{
+	if (!q->be)
+		return;
+	if (q->n_dels == q->cap_dels) {
+		size_t cap = q->cap_dels ? q->cap_dels * 2 : 256;
+		uint64_t *v = realloc(q->dels, cap * sizeof *v);
+		if (!v)
+			return; /* it stays stored: at worst delivered again after a restart */
+		q->dels = v;
+		q->cap_dels = cap;
+	}
+	q->dels[q->n_dels++] = seq;
+}
+
+void queue_flush(struct queue *q, uint64_t now)
+{
+	if (!q->be)
+		return;
+	pthread_mutex_lock(&q->lock);
+	uint64_t *seqs = q->dels;
+	size_t n = q->n_dels;
+	q->dels = NULL;
+	q->n_dels = q->cap_dels = 0;
+	pthread_mutex_unlock(&q->lock);
+	if (!n)
+		return;
+	/* one transaction for the lot where the backend can */
+	struct plant_store_op *ops = calloc(n, sizeof *ops);
+	char(*keys)[40] = malloc(n * sizeof *keys);
+	int rc = PLANT_E_NOMEM;
+	if (ops && keys) {
+		for (size_t i = 0; i < n; i++) {
+			ops[i].is_delete = 1;
+			ops[i].key = keys[i];
+			ops[i].key_len = record_key(q, seqs[i], keys[i], sizeof keys[i]);
+		}
+		size_t failed = 0;
+		int atomic = 0;
+		rc = q->be->batch(q->sh, ops, n, now, &failed, &atomic);
+	}
+	if (rc != PLANT_OK)
+		for (size_t i = 0; i < n; i++)
+			record_del(q, seqs[i], now);
+	free(keys);
+	free(ops);
+	free(seqs);
+}
+
+void queue_set_store(struct queue *q, const struct plant_store_backend *be, void *store)
+{
+	pthread_mutex_lock(&q->lock);
+	q->be = be;
+	q->sh = store;
+	free(q->prefix);
+	if (asprintf(&q->prefix, "q/%s/", q->name) < 0)
+		q->prefix = NULL;
+	pthread_mutex_unlock(&q->lock);
+}
+
+int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, size_t errlen)
+{
+	size_t loaded = 0, bad = 0;
+	char after[300];
+	size_t after_len = 0;
+	size_t plen = strlen(q->prefix);
+	for (;;) {
+		json_t *items = NULL;
+		int rc = q->be->scan(q->sh, q->prefix, plen, after_len ? after : NULL, after_len,
+				     1000, now, &items);
+		if (rc != PLANT_OK) {
+			snprintf(err, errlen, "queue %s: cannot read its messages back: %s",
+				 q->name, plant_status_name(rc));
+			return rc;
+		}
+		size_t n = json_array_size(items);
+		for (size_t i = 0; i < n; i++) {
+			json_t *it = json_array_get(items, i), *v = json_object_get(it, "value");
+			const char *key = json_string_value(json_object_get(it, "key"));
+			const char *topic = json_string_value(json_object_get(v, "topic"));
+			const char *id = json_string_value(json_object_get(v, "id"));
+			json_t *body = json_object_get(v, "body");
+			if (key) {
+				after_len = strlen(key);
+				memcpy(after, key, after_len < sizeof after ? after_len : 0);
+			}
+			unsigned long long seq = 0;
+			if (!key || !topic || !id || !json_is_string(body) ||
+			    strlen(id) != MSG_ID_LEN || sscanf(key + plen, "%16llx", &seq) != 1) {
+				bad++; /* left in the store, never dropped */
+				continue;
+			}
+			struct plant_msg *m = msg_new_text(topic, json_string_value(body),
+							   json_string_length(body));
+			if (!m)
+				continue;
+			memcpy(m->id, id, MSG_ID_LEN + 1);
+			m->ts = (uint64_t)json_integer_value(json_object_get(v, "ts"));
+			json_t *attrs = json_object_get(v, "attrs");
+			if (json_is_object(attrs))
+				m->attrs = json_incref(attrs);
+			struct qent e = {
+				.msg = m,
+				.seq = seq,
+				.enq_at = (uint64_t)json_integer_value(json_object_get(v, "enq")),
+				.receive_count =
+					(uint32_t)json_integer_value(json_object_get(v, "rc")),
+			};
+			pthread_mutex_lock(&q->lock);
+			ring_push_back(q, &e);
+			if (seq >= q->next_seq)
+				q->next_seq = seq + 1;
+			pthread_mutex_unlock(&q->lock);
+			loaded++;
+		}
+		json_decref(items);
+		if (n < 1000)
+			break;
+	}
+	if (loaded_out)
+		*loaded_out = loaded;
+	if (bad) {
+		snprintf(err, errlen,
+			 "queue %s: %zu stored records are not messages (kept, not loaded)",
+			 q->name, bad);
+		return PLANT_E_INVALID;
+	}
+	return PLANT_OK;
+}
+
 /* ---- admission ------------------------------------------------------------------- */
 
 static uint64_t depth(const struct queue *q)
 {
-	return q->len + q->delayed.len + q->retry.len + q->in_flight;
+	return q->len + q->delayed.len + q->retry.len + q->in_flight + q->reserved;
 }
 
 static void dedup_purge(struct queue *q, uint64_t now)
@@ -255,9 +436,10 @@ static bool dedup_seen(struct queue *q, const char *key, uint64_t now)
 	return false;
 }
 
-static int push_locked(struct queue *q, struct plant_msg *msg, uint64_t delay_ms, uint64_t now)
+static int push_locked(struct queue *q, struct plant_msg *msg, uint64_t seq, uint64_t delay_ms,
+		       uint64_t now)
 {
-	struct qent e = {.msg = msg_ref(msg), .enq_at = now, .seq = q->next_seq++};
+	struct qent e = {.msg = msg_ref(msg), .enq_at = now, .seq = seq};
 	uint64_t delay = q->set.delay_ms + delay_ms;
 	int rc;
 	if (delay) {
@@ -316,7 +498,13 @@ int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const cha
 			rc = PLANT_E_FULL;
 		}
 	}
+	/* admit: a sequence number each, or a duplicate (UINT64_MAX) */
+	uint64_t seq_one[1], *seq = n > 1 ? malloc(n * sizeof *seq) : seq_one;
+	if (!seq && rc == PLANT_OK)
+		rc = PLANT_E_NOMEM;
+	bool durable = false;
 	for (size_t i = 0; i < n && rc == PLANT_OK; i++) {
+		seq[i] = UINT64_MAX;
 		if (dedup_key) {
 			dedup_purge(v[i], now);
 			if (dedup_seen(v[i], dedup_key, now)) {
@@ -324,10 +512,47 @@ int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const cha
 				continue;
 			}
 		}
-		push_locked(v[i], msg, delay_ms, now);
+		seq[i] = v[i]->next_seq++;
+		if (v[i]->be) {
+			v[i]->reserved++; /* room held while the record is written */
+			durable = true;
+		}
+	}
+	if (rc == PLANT_OK && !durable) {
+		for (size_t i = 0; i < n; i++)
+			if (seq[i] != UINT64_MAX)
+				push_locked(v[i], msg, seq[i], delay_ms, now);
 	}
 	for (size_t i = n; i-- > 0;)
 		pthread_mutex_unlock(&v[i]->lock);
+
+	if (rc == PLANT_OK && durable) {
+		/* Written before the publish reports success, outside the locks so
+		 * that concurrent publishers share the backend's commits. */
+		size_t written = 0;
+		for (; written < n && rc == PLANT_OK; written++)
+			if (seq[written] != UINT64_MAX && v[written]->be)
+				rc = record_put(v[written], seq[written], msg, 0, now, now);
+		if (rc != PLANT_OK) {
+			/* all or nothing: take back what was written */
+			for (size_t i = 0; i + 1 < written; i++)
+				if (seq[i] != UINT64_MAX && v[i]->be)
+					record_del(v[i], seq[i], now);
+			rc = PLANT_E_IO;
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (seq[i] == UINT64_MAX)
+				continue;
+			pthread_mutex_lock(&v[i]->lock);
+			if (v[i]->be)
+				v[i]->reserved--;
+			if (rc == PLANT_OK)
+				push_locked(v[i], msg, seq[i], delay_ms, now);
+			pthread_mutex_unlock(&v[i]->lock);
+		}
+	}
+	if (seq != seq_one)
+		free(seq);
 	if (v != qs && v != one)
 		free(v);
 	return rc;
@@ -382,6 +607,7 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 		struct qent e = q->retry.len ? heap_pop(&q->retry) : ring_pop(q);
 		if (expired(q, &e, now)) {
 			q->st.expired++;
+			dels_add(q, e.seq);
 			qent_free(&e);
 			continue;
 		}
@@ -430,6 +656,7 @@ int queue_ack(struct queue *q, struct delivery *d)
 		pthread_mutex_unlock(&q->lock);
 		return PLANT_E_NOTFOUND;
 	}
+	dels_add(q, s->e.seq);
 	qent_free(&s->e);
 	slot_release(q, (uint32_t)d->receipt);
 	q->st.acked++;
@@ -445,9 +672,18 @@ struct move {
 	struct plant_msg *copy;
 };
 
+/* A durable message that came back: its receive count is written again. */
+struct update {
+	struct plant_msg *msg;
+	uint64_t seq, enq_at;
+	uint32_t receive_count;
+};
+
 struct moves {
 	struct move *v;
 	size_t n, cap;
+	struct update *u;
+	size_t n_u, cap_u;
 };
 
 /* A message that comes back: to the dead-letter queue (through `mv`) when it
@@ -480,6 +716,21 @@ static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t 
 		msg_unref(copy);
 	}
 	q->st.redelivered++;
+	if (q->be) {
+		if (mv->n_u == mv->cap_u) {
+			size_t cap = mv->cap_u ? mv->cap_u * 2 : 8;
+			struct update *u = realloc(mv->u, cap * sizeof *u);
+			if (u) {
+				mv->u = u;
+				mv->cap_u = cap;
+			}
+		}
+		if (mv->n_u < mv->cap_u)
+			mv->u[mv->n_u++] = (struct update){.msg = msg_ref(e->msg),
+							   .seq = e->seq,
+							   .enq_at = e->enq_at,
+							   .receive_count = e->receive_count};
+	}
 	if (delay) {
 		e->due = now + delay;
 		heap_push(&q->delayed, e);
@@ -499,6 +750,7 @@ static void moves_flush(struct queue *q, struct moves *mv, uint64_t now)
 		pthread_mutex_lock(&q->lock);
 		if (rc == PLANT_OK) {
 			q->st.dead_lettered++;
+			dels_add(q, m->e.seq);
 			qent_free(&m->e);
 		} else {
 			q->st.redelivered++;
@@ -507,6 +759,13 @@ static void moves_flush(struct queue *q, struct moves *mv, uint64_t now)
 		pthread_mutex_unlock(&q->lock);
 	}
 	free(mv->v);
+	/* receive counts survive a restart: a message cannot dodge max_receive */
+	for (size_t i = 0; i < mv->n_u; i++) {
+		record_put(q, mv->u[i].seq, mv->u[i].msg, mv->u[i].receive_count, mv->u[i].enq_at,
+			   now);
+		msg_unref(mv->u[i].msg);
+	}
+	free(mv->u);
 }
 
 int queue_nack(struct queue *q, struct delivery *d, uint64_t delay_ms, const char *reason,
@@ -602,11 +861,13 @@ uint64_t queue_tick(struct queue *q, uint64_t now)
 	while (q->retry.len && expired(q, &q->retry.v[0], now)) {
 		struct qent e = heap_pop(&q->retry);
 		q->st.expired++;
+		dels_add(q, e.seq);
 		qent_free(&e);
 	}
 	while (q->len && expired(q, &q->ring[q->head], now)) {
 		struct qent e = ring_pop(q);
 		q->st.expired++;
+		dels_add(q, e.seq);
 		qent_free(&e);
 	}
 	if (q->len && q->set.retention_ms) {

@@ -20,6 +20,8 @@
 
 #include "msg.h"
 
+struct plant_store_backend;
+
 struct queue_settings {
 	uint64_t visibility_timeout_ms; /* default 30 s */
 	uint32_t max_receive;		/* default 5; 0 = unlimited */
@@ -27,6 +29,8 @@ struct queue_settings {
 	uint64_t max_depth;		/* default 100000; 0 = unbounded */
 	uint64_t delay_ms;		/* default 0 */
 	uint64_t dedup_window_ms;	/* default 5 min */
+	bool durable;			/* kept on `store` */
+	char store[128];
 };
 
 void queue_settings_default(struct queue_settings *s);
@@ -61,6 +65,16 @@ const struct queue_settings *queue_settings_get(const struct queue *q);
 
 /* New settings for a live queue (a reload); its messages stay. */
 void queue_set_settings(struct queue *q, const struct queue_settings *s);
+/* Make the queue durable on a store: every message is written before the
+ * publish reports success, deleted when acked (at queue_flush), and its
+ * receive count rewritten when it comes back. */
+void queue_set_store(struct queue *q, const struct plant_store_backend *be, void *store);
+/* Read back a durable queue's messages after a start; those that were in
+ * flight at a crash are visible again. */
+int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, size_t errlen);
+/* Write out the deletes of acked messages (one batch). Any thread. */
+void queue_flush(struct queue *q, uint64_t now);
+
 /* The dead-letter queue, or NULL. */
 void queue_set_dead_letter(struct queue *q, struct queue *dlq);
 

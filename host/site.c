@@ -943,6 +943,46 @@ static int queues_check(const struct site_config *cfg, char *err, size_t errlen)
 			}
 			dl = json_object_get(x->settings, "dead_letter");
 		}
+		if (qs.store[0] && !config_find_store(cfg, qs.store)) {
+			snprintf(err, errlen,
+				 "%s: queue \"%s\": store \"%s\" is not a store of this site",
+				 instance_spec_where(q, "store", where, sizeof where), q->name,
+				 qs.store);
+			return PLANT_E_CONFIG;
+		}
+	}
+	return PLANT_OK;
+}
+
+/* Durable queues go onto their stores and read back what they kept. */
+static int queues_attach_stores(struct site *site, char *err, size_t errlen)
+{
+	for (size_t i = 0; i < site->cfg->n_queues; i++) {
+		const struct instance_spec *spec = &site->cfg->queues[i];
+		struct queue *q = bus_queue_find(site->bus, spec->name);
+		const struct queue_settings *qs = q ? queue_settings_get(q) : NULL;
+		if (!qs || !qs->durable)
+			continue;
+		uint32_t id;
+		struct store_ref ref;
+		if (stores_find(site->stores, qs->store, &id) ||
+		    stores_ref(site->stores, id, &ref)) {
+			snprintf(err, errlen, "queue %s: store \"%s\" is not open", spec->name,
+				 qs->store);
+			return PLANT_E_CONFIG;
+		}
+		queue_set_store(q, ref.be, ref.h);
+		size_t loaded = 0;
+		char why[512];
+		int rc = queue_load(q, clock_now_ms(), &loaded, why, sizeof why);
+		if (rc == PLANT_E_INVALID) {
+			log_error("%s", why); /* kept in the store; the site runs on */
+		} else if (rc) {
+			snprintf(err, errlen, "%s", why);
+			return rc;
+		}
+		log_info("queue \"%s\": durable on store \"%s\", %zu messages read back",
+			 spec->name, qs->store, loaded);
 	}
 	return PLANT_OK;
 }
@@ -1065,6 +1105,9 @@ static int bring_up(struct site *site, bool fatal, char *err, size_t errlen)
 		if (rc)
 			return rc;
 		site->stores_open = true;
+		rc = queues_attach_stores(site, err, errlen);
+		if (rc)
+			return rc;
 	}
 	for (size_t i = 0; i < site->n; i++)
 		if (!is_backend(site->insts[i]) &&
@@ -1217,6 +1260,7 @@ void site_destroy(struct site *site)
 	stop_all(site, ab);
 	/* workers finish what runs, then exit: nothing calls a plugin after */
 	executor_destroy(site->exec);
+	bus_flush_all(site->bus);
 	destroy_all(site, ab);
 	free(ab);
 	if (site->tick)
