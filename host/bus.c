@@ -475,9 +475,14 @@ static int int_key(const json_t *settings, const char *key, uint64_t *out, uint6
 int bus_queue_parse(const json_t *settings, struct queue_settings *out, const char **bad_key,
 		    char *err, size_t errlen)
 {
-	static const char *const known[] = {"subscribe",   "visibility_timeout", "max_receive",
-					    "dead_letter", "retention",		 "max_depth",
-					    "delay",	   "dedup_window",	 NULL};
+	static const char *const known[] = {
+		"subscribe",   "visibility_timeout",
+		"max_receive", "dead_letter",
+		"retention",   "max_depth",
+		"delay",       "dedup_window",
+		"durable",     "store",
+		NULL,
+	};
 	*bad_key = NULL;
 	queue_settings_default(out);
 	const char *key;

@@ -29,6 +29,8 @@ struct site {
 	struct event *tick;
 	struct stores *stores;
 	bool stores_open;
+	uint64_t ticks;
+	atomic_bool expiring; /* an expiry pass is queued or running */
 	char *default_path;
 	struct event_base *base;
 	struct bus *bus;
@@ -999,11 +1001,39 @@ static int queues_apply(struct site *site, const struct site_config *cfg, char *
 	return bus_link_dead_letters(site->bus, err, errlen);
 }
 
-/* [loop] visibility timeouts, delays, retention, and waiting messages */
+#define EXPIRE_EVERY_TICKS (10000 / TICK_MS)
+
+/* [worker] TTL expiry, on a store backend's actor so the loop never waits
+ * for a disk; actor_ctx is NULL when the task was dropped. */
+static void expire_stores(void *arg, void *actor_ctx)
+{
+	struct site *site = arg;
+	if (actor_ctx && site->stores_open) {
+		size_t n = stores_expire_all(site->stores, clock_now_ms());
+		if (n)
+			log_debug("expired %zu store items", n);
+	}
+	atomic_store(&site->expiring, false);
+}
+
+/* [loop] visibility timeouts, delays, retention, and waiting messages;
+ * every 10 s, store expiry */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct site *site = arg;
 	bus_tick(site->bus, clock_now_ms());
+	if (++site->ticks % EXPIRE_EVERY_TICKS || !site->stores_open ||
+	    atomic_exchange(&site->expiring, true))
+		return;
+	for (size_t i = 0; i < site->n; i++) {
+		struct instance *inst = site->insts[i];
+		if (inst->st == INST_RUNNING && stores_owner_serves(site->stores, inst)) {
+			struct task t = {.kind = TASK_CALL, .target = site, .u.fn = expire_stores};
+			if (actor_post(&inst->actor, &t))
+				return;
+		}
+	}
+	atomic_store(&site->expiring, false);
 }
 
 int site_check(const struct site_config *cfg, const char *default_plugin_path, char *err,

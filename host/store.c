@@ -178,3 +178,11 @@ json_t *stores_json(const struct stores *st)
 	}
 	return arr;
 }
+
+size_t stores_expire_all(struct stores *st, uint64_t now)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < st->n_open; i++)
+		n += st->open[i].be->expire(st->open[i].h, now);
+	return n;
+}

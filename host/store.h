@@ -42,6 +42,10 @@ int stores_ref(const struct stores *st, uint32_t id, struct store_ref *out);
 /* [{name, backend, healthy, detail}]: [new] */
 json_t *stores_json(const struct stores *st);
 
+/* Remove expired items from every open store; returns how many. May block
+ * (run it on a worker). */
+size_t stores_expire_all(struct stores *st, uint64_t now);
+
 /* The backend module that serves `kind`: "store_" + kind. */
 void stores_module_for(const char *kind, char *out, size_t len);
 
