@@ -432,6 +432,94 @@ int bus_publish_ex(struct bus *b, struct plant_msg *msg, const char *dedup_key, 
 	return rc;
 }
 
+/* The queues a topic feeds, as a [new] array of bus queues; and, when
+ * `msg` is given, the message delivered to the topic's handlers. */
+static int topic_visit(struct bus *b, const char *topic, struct plant_msg *msg,
+		       struct bus_queue ***bqs_out, size_t *n_out)
+{
+	uint64_t h = hash_str(topic);
+	pthread_rwlock_rdlock(&b->lock);
+	struct topic *t = topic_find(b, topic, h);
+	if (!t || t->gen != b->gen) {
+		pthread_rwlock_unlock(&b->lock);
+		pthread_rwlock_wrlock(&b->lock);
+		t = topic_refresh(b, topic, h);
+	}
+	int rc = t ? PLANT_OK : PLANT_E_NOMEM;
+	if (t && bqs_out) {
+		*n_out = t->n_queues;
+		*bqs_out = malloc((t->n_queues ? t->n_queues : 1) * sizeof **bqs_out);
+		if (*bqs_out)
+			memcpy(*bqs_out, t->queues, t->n_queues * sizeof **bqs_out);
+		else
+			rc = PLANT_E_NOMEM;
+	}
+	if (t && msg)
+		deliver(t, msg);
+	pthread_rwlock_unlock(&b->lock);
+	return rc;
+}
+
+int bus_publish_batch(struct bus *b, struct plant_msg **msgs, const char *const *dedup_keys,
+		      const uint64_t *delays, size_t n, size_t *done_out)
+{
+	*done_out = 0;
+	struct queue_push *items = calloc(n ? n : 1, sizeof *items);
+	struct bus_queue ***bqs = calloc(n ? n : 1, sizeof *bqs);
+	size_t usable = 0;
+	int rc = items && bqs ? PLANT_OK : PLANT_E_NOMEM;
+	for (; usable < n && rc == PLANT_OK; usable++) {
+		if (!bus_topic_valid(msgs[usable]->topic)) {
+			rc = PLANT_E_INVALID;
+			break;
+		}
+		size_t nq = 0;
+		rc = topic_visit(b, msgs[usable]->topic, NULL, &bqs[usable], &nq);
+		if (rc)
+			break;
+		items[usable].qs = malloc((nq ? nq : 1) * sizeof *items[usable].qs);
+		if (!items[usable].qs) {
+			rc = PLANT_E_NOMEM;
+			break;
+		}
+		for (size_t i = 0; i < nq; i++)
+			items[usable].qs[i] = bqs[usable][i]->q;
+		items[usable].n_qs = nq;
+		items[usable].msg = msgs[usable];
+		items[usable].dedup_key = dedup_keys ? dedup_keys[usable] : NULL;
+		items[usable].delay_ms = delays ? delays[usable] : 0;
+	}
+	size_t done = 0;
+	if (usable) {
+		int prc = queue_push_batch(items, usable, clock_now_ms(), &done);
+		if (rc == PLANT_OK)
+			rc = prc;
+	}
+	/* the handlers, and the consumers of every queue that got something */
+	for (size_t i = 0; i < done; i++)
+		topic_visit(b, msgs[i]->topic, msgs[i], NULL, NULL);
+	for (size_t i = 0; i < done; i++)
+		for (size_t k = 0; k < items[i].n_qs; k++) {
+			bool seen = false;
+			for (size_t j = 0; j < i && !seen; j++)
+				for (size_t x = 0; x < items[j].n_qs && !seen; x++)
+					seen = bqs[j][x] == bqs[i][k];
+			if (!seen)
+				pump(b, bqs[i][k]);
+		}
+	for (size_t i = 0; i < n; i++) {
+		if (items)
+			free(items[i].qs);
+		if (bqs)
+			free(bqs[i]);
+		msg_unref(msgs[i]);
+	}
+	free(items);
+	free(bqs);
+	*done_out = done;
+	return rc;
+}
+
 int bus_publish(struct bus *b, struct plant_msg *msg)
 {
 	return bus_publish_ex(b, msg, NULL, 0);

@@ -57,6 +57,12 @@ int bus_publish(struct bus *bus, struct plant_msg *msg);
 int bus_publish_ex(struct bus *bus, struct plant_msg *msg, const char *dedup_key,
 		   uint64_t delay_ms);
 
+/* Publish `n` messages ([stolen], all of them) in one go: durable queues
+ * write them in one store batch. In order until one fails; *done_out
+ * counts those published. `dedup_keys` and `delays` may be NULL. */
+int bus_publish_batch(struct bus *bus, struct plant_msg **msgs, const char *const *dedup_keys,
+		      const uint64_t *delays, size_t n, size_t *done_out);
+
 /* ---- queues ---- */
 
 /* Parse queue settings as in config ({"subscribe": [...], "visibility_timeout":

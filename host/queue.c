@@ -558,6 +558,139 @@ int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const cha
 	return rc;
 }
 
+static void lock_sorted(struct queue **v, size_t n)
+{
+	qsort(v, n, sizeof *v, cmp_ptr);
+	for (size_t i = 0; i < n; i++)
+		pthread_mutex_lock(&v[i]->lock);
+}
+
+static void unlock_all(struct queue **v, size_t n)
+{
+	for (size_t i = n; i-- > 0;)
+		pthread_mutex_unlock(&v[i]->lock);
+}
+
+int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *done_out)
+{
+	int rc = PLANT_OK;
+	size_t admitted = 0;
+	/* 1. admit, in order, until one does not fit: room held, sequence set */
+	for (; admitted < n; admitted++) {
+		struct queue_push *it = &items[admitted];
+		it->seqs = malloc((it->n_qs ? it->n_qs : 1) * sizeof *it->seqs);
+		if (!it->seqs) {
+			rc = PLANT_E_NOMEM;
+			break;
+		}
+		lock_sorted(it->qs, it->n_qs);
+		for (size_t i = 0; i < it->n_qs; i++) {
+			if (!has_room(it->qs[i])) {
+				it->qs[i]->st.refused++;
+				rc = PLANT_E_FULL;
+			}
+		}
+		for (size_t i = 0; i < it->n_qs && rc == PLANT_OK; i++) {
+			struct queue *q = it->qs[i];
+			it->seqs[i] = UINT64_MAX;
+			if (it->dedup_key) {
+				dedup_purge(q, now);
+				if (dedup_seen(q, it->dedup_key, now)) {
+					q->st.deduplicated++;
+					continue;
+				}
+			}
+			it->seqs[i] = q->next_seq++;
+			q->reserved++;
+		}
+		unlock_all(it->qs, it->n_qs);
+		if (rc != PLANT_OK) {
+			free(it->seqs);
+			it->seqs = NULL;
+			break;
+		}
+	}
+
+	/* 2. the durable records, one store batch per store */
+	size_t n_ops = 0;
+	for (size_t k = 0; k < admitted; k++)
+		for (size_t i = 0; i < items[k].n_qs; i++)
+			n_ops += items[k].qs[i]->be && items[k].seqs[i] != UINT64_MAX;
+	int wrc = PLANT_OK;
+	if (n_ops) {
+		struct plant_store_op *ops = calloc(n_ops, sizeof *ops);
+		char(*keys)[300] = malloc(n_ops * sizeof *keys);
+		struct queue **owner = malloc(n_ops * sizeof *owner);
+		bool *done = calloc(n_ops, sizeof *done);
+		size_t m = 0;
+		if (!ops || !keys || !owner || !done)
+			wrc = PLANT_E_NOMEM;
+		for (size_t k = 0; k < admitted && !wrc; k++) {
+			for (size_t i = 0; i < items[k].n_qs; i++) {
+				struct queue *q = items[k].qs[i];
+				if (!q->be || items[k].seqs[i] == UINT64_MAX)
+					continue;
+				ops[m].key = keys[m];
+				ops[m].key_len =
+					record_key(q, items[k].seqs[i], keys[m], sizeof keys[m]);
+				ops[m].value = record_value(items[k].msg, 0, now);
+				owner[m++] = q;
+			}
+		}
+		/* per store: the ops of queues on the same store handle */
+		for (size_t a = 0; a < m && !wrc; a++) {
+			if (done[a])
+				continue;
+			struct plant_store_op *grp = malloc(m * sizeof *grp);
+			size_t g = 0;
+			for (size_t b = a; grp && b < m; b++) {
+				if (!done[b] && owner[b]->sh == owner[a]->sh) {
+					grp[g++] = ops[b];
+					done[b] = true;
+				}
+			}
+			size_t failed = 0;
+			int atomic = 0;
+			wrc = grp ? owner[a]->be->batch(owner[a]->sh, grp, g, now, &failed, &atomic)
+				  : PLANT_E_NOMEM;
+			free(grp);
+		}
+		if (wrc) {
+			/* all or nothing: take back what other stores took */
+			for (size_t a = 0; a < m; a++)
+				if (done[a])
+					owner[a]->be->del(owner[a]->sh, ops[a].key, ops[a].key_len,
+							  PLANT_PUT_ANY, 0, now);
+			wrc = PLANT_E_IO;
+		}
+		for (size_t a = 0; a < m; a++)
+			json_decref((json_t *)ops[a].value);
+		free(ops);
+		free(keys);
+		free(owner);
+		free(done);
+	}
+
+	/* 3. visible, or the room given back */
+	for (size_t k = 0; k < admitted; k++) {
+		struct queue_push *it = &items[k];
+		for (size_t i = 0; i < it->n_qs; i++) {
+			if (it->seqs[i] == UINT64_MAX)
+				continue;
+			struct queue *q = it->qs[i];
+			pthread_mutex_lock(&q->lock);
+			q->reserved--;
+			if (wrc == PLANT_OK)
+				push_locked(q, it->msg, it->seqs[i], it->delay_ms, now);
+			pthread_mutex_unlock(&q->lock);
+		}
+		free(it->seqs);
+		it->seqs = NULL;
+	}
+	*done_out = wrc ? 0 : admitted;
+	return wrc ? wrc : rc;
+}
+
 /* ---- receiving ----------------------------------------------------------------------- */
 
 static bool expired(const struct queue *q, const struct qent *e, uint64_t now)

@@ -90,6 +90,24 @@ int queue_push(struct queue *q, struct plant_msg *msg, const char *dedup_key, ui
 int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const char *dedup_key,
 		   uint64_t delay_ms, uint64_t now);
 
+/* One message of a batch and the queues it goes to (the caller's array;
+ * it is reordered). */
+struct queue_push {
+	struct queue **qs;
+	size_t n_qs;
+	struct plant_msg *msg; /* a reference is taken per queue */
+	const char *dedup_key;
+	uint64_t delay_ms;
+	uint64_t *seqs; /* the queue's own use */
+};
+
+/* Publish a batch: messages are admitted in order until one does not fit
+ * (PLANT_E_FULL: those before it are published, it and the rest are not);
+ * the durable records of all of them are written in one store batch per
+ * store (a failed write publishes none: PLANT_E_IO); then all become
+ * visible together. *done_out counts the messages published. */
+int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *done_out);
+
 /* Receive up to `max` visible messages, making them in flight until
  * now + visibility_timeout. Fills `out` with new deliveries (the caller
  * frees each with delivery_free after settling). Returns the count. */

@@ -644,15 +644,17 @@ static uint32_t api_msg_receive_count(const plant_msg *m)
 	return m->receive_count;
 }
 
-static int api_publish_ex(plant_instance *self, struct plant_publish *p)
+/* A message from a plant_publish; the body is taken (stolen) either way. */
+static int msg_from_publish(struct plant_publish *p, struct plant_msg **out)
 {
+	*out = NULL;
 	if (!p || p->struct_size < offsetof(struct plant_publish, id_out)) {
 		if (p)
 			json_decref(p->body);
 		return PLANT_E_INVALID;
 	}
 	json_t *body = p->body;
-	p->body = NULL; /* stolen */
+	p->body = NULL;
 	if (!bus_topic_valid(p->topic) || (!body && !p->text) ||
 	    (p->attributes && !json_is_object(p->attributes))) {
 		json_decref(body);
@@ -684,10 +686,57 @@ static int api_publish_ex(plant_instance *self, struct plant_publish *p)
 	}
 	if (p->struct_size >= offsetof(struct plant_publish, id_out) + sizeof p->id_out)
 		snprintf(p->id_out, sizeof p->id_out, "%s", m->id);
+	*out = m;
+	return PLANT_OK;
+}
+
+static int api_publish_ex(plant_instance *self, struct plant_publish *p)
+{
+	struct plant_msg *m;
+	int rc = msg_from_publish(p, &m);
+	if (rc)
+		return rc;
 	struct instance *inst = inst_of(self);
-	int rc = bus_publish_ex(inst->site->bus, m, p->dedup_key, p->delay_ms);
+	rc = bus_publish_ex(inst->site->bus, m, p->dedup_key, p->delay_ms);
 	if (rc == PLANT_OK)
 		metrics_counter_add(inst->metrics, "published", 1);
+	return rc;
+}
+
+static int api_publish_batch(plant_instance *self, struct plant_publish *items, size_t n,
+			     size_t *done_out)
+{
+	struct instance *inst = inst_of(self);
+	struct plant_msg **msgs = calloc(n ? n : 1, sizeof *msgs);
+	const char **keys = calloc(n ? n : 1, sizeof *keys);
+	uint64_t *delays = calloc(n ? n : 1, sizeof *delays);
+	int rc = msgs && keys && delays ? PLANT_OK : PLANT_E_NOMEM;
+	size_t made = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (rc) { /* every body is stolen, even after a failure */
+			json_decref(items[i].body);
+			items[i].body = NULL;
+			continue;
+		}
+		rc = msg_from_publish(&items[i], &msgs[made]);
+		if (rc)
+			continue;
+		keys[made] = items[i].dedup_key;
+		delays[made] = items[i].delay_ms;
+		made++;
+	}
+	size_t done = 0;
+	int prc = made ? bus_publish_batch(inst->site->bus, msgs, keys, delays, made, &done)
+		       : PLANT_OK;
+	if (!rc)
+		rc = prc;
+	if (done)
+		metrics_counter_add(inst->metrics, "published", done);
+	if (done_out)
+		*done_out = done;
+	free(msgs);
+	free(keys);
+	free(delays);
 	return rc;
 }
 
@@ -898,6 +947,7 @@ const struct plant_host_api host_api = {
 	.store_delete = api_store_delete,
 	.store_scan = api_store_scan,
 	.store_batch = api_store_batch,
+	.publish_batch = api_publish_batch,
 };
 
 /* ---- the site ------------------------------------------------------------------ */

@@ -411,6 +411,15 @@ struct plant_host_api {
 			  json_t **items_out);
 	int (*store_batch)(plant_instance *self, uint32_t store, const struct plant_store_op *ops,
 			   size_t n, size_t *failed_out);
+
+	/* [any-thread] Publish `n` messages in one go: a durable queue writes
+	 * them all in one store transaction, which is how a producer reaches
+	 * hundreds of thousands of durable messages a second. Published in
+	 * order until one fails (its status is returned); *done_out counts
+	 * those published. Every item's body is [stolen], even on error; each
+	 * published item's id_out is set. */
+	int (*publish_batch)(plant_instance *self, struct plant_publish *items, size_t n,
+			     size_t *done_out);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
