@@ -21,8 +21,14 @@ static const struct plant_config_key config_keys[] = {
 	{
 		.name = "subscribe",
 		.type = PLANT_CFG_ARRAY,
-		.required = 1,
+		.default_value = "[]",
 		.description = "topic patterns to record (array of strings)",
+	},
+	{
+		.name = "queue",
+		.type = PLANT_CFG_STRING,
+		.description = "a queue to consume: each message is acked once written "
+			       "(and comes back if the write fails)",
 	},
 	{
 		.name = "path",
@@ -137,7 +143,7 @@ static bool build_line(struct sink *s, const plant_msg *msg)
 /* ---- callbacks ---------------------------------------------------------- */
 
 /* Shared by validate() and init(): init() may run without validate() first.
- * The key table already guarantees `subscribe` is there and an array. */
+ * The key table already guarantees `subscribe` is an array. */
 static int check_config(plant_instance *self, const struct plant_host_api *api,
 			const json_t *config)
 {
@@ -145,8 +151,9 @@ static int check_config(plant_instance *self, const struct plant_host_api *api,
 	size_t i;
 	const json_t *v;
 
-	if (!json_is_array(subs) || json_array_size(subs) == 0) {
-		api->error(self, "subscribe", "needs at least one topic pattern");
+	if (!json_is_array(subs) ||
+	    (json_array_size(subs) == 0 && !json_object_get(config, "queue"))) {
+		api->error(self, "subscribe", "needs at least one topic pattern, or a queue");
 		return PLANT_E_CONFIG;
 	}
 	json_array_foreach(subs, i, v)
@@ -304,6 +311,22 @@ static int sink_init(plant_instance *self, const struct plant_host_api *api, con
 		rc = api->subscribe(self, pattern, sink_on_messages, NULL, NULL);
 		if (rc != PLANT_OK) {
 			api->error(self, "subscribe", "cannot subscribe to \"%s\": %s", pattern,
+				   plant_status_name(rc));
+			sink_free(s);
+			return rc;
+		}
+	}
+
+	const char *queue = json_string_value(json_object_get(config, "queue"));
+	if (queue) {
+		if (!PLANT_API_HAS(api, consume)) {
+			api->error(self, "queue", "this host has no queues (SDK 1.1 needed)");
+			sink_free(s);
+			return PLANT_E_UNSUPPORTED;
+		}
+		rc = api->consume(self, queue, sink_on_messages, NULL, 0, NULL);
+		if (rc != PLANT_OK) {
+			api->error(self, "queue", "cannot consume \"%s\": %s", queue,
 				   plant_status_name(rc));
 			sink_free(s);
 			return rc;
