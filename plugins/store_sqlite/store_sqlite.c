@@ -67,6 +67,9 @@ struct req {
 	const struct plant_store_op *ops;
 	char *const *texts; /* each op's value as JSON text, NULL for deletes */
 	size_t n;
+	/* Non-zero: the ops are only checked, then undone, and the request
+	 * fails with this status at index n (a batch with a malformed op n). */
+	int undo_rc;
 	uint64_t now;
 	/* results, set by the writer */
 	int rc;
@@ -251,8 +254,7 @@ static int apply_op(struct store *s, const struct plant_store_op *op, const char
 	if (op->is_delete) {
 		if (!live)
 			*status = op->cond == PLANT_PUT_ANY ? PLANT_E_NOTFOUND : PLANT_E_CONDITION;
-		else if (op->cond == PLANT_PUT_IF_ABSENT ||
-			 (op->cond == PLANT_PUT_IF_VERSION && cur != op->version))
+		else if (op->cond == PLANT_PUT_IF_VERSION && cur != op->version)
 			*status = PLANT_E_CONDITION;
 		else
 			*status = PLANT_OK;
@@ -287,7 +289,7 @@ static int apply_op(struct store *s, const struct plant_store_op *op, const char
  * ops, not the other requests sharing the transaction. */
 static int apply_req(struct store *s, struct req *r)
 {
-	bool sp = r->n > 1;
+	bool sp = r->n > 1 || r->undo_rc;
 	int src;
 
 	r->rc = PLANT_OK;
@@ -309,6 +311,12 @@ static int apply_req(struct store *s, struct req *r)
 			}
 			break;
 		}
+	}
+	if (r->rc == PLANT_OK && r->undo_rc) {
+		r->rc = r->undo_rc;
+		r->failed = r->n;
+		if ((src = step_done(s->w_rollback_to)) != SQLITE_OK)
+			return src;
 	}
 	return sp ? step_done(s->w_release) : SQLITE_OK;
 }
@@ -494,9 +502,12 @@ static int submit(struct store *s, struct req *r)
 
 /* ---- backend callbacks: writes -------------------------------------------- */
 
-static bool cond_ok(int cond)
+/* IF_ABSENT means nothing for a delete: refused, as by every backend. */
+static bool cond_ok(int is_delete, int cond)
 {
-	return cond == PLANT_PUT_ANY || cond == PLANT_PUT_IF_ABSENT || cond == PLANT_PUT_IF_VERSION;
+	if (cond == PLANT_PUT_ANY || cond == PLANT_PUT_IF_VERSION)
+		return true;
+	return !is_delete && cond == PLANT_PUT_IF_ABSENT;
 }
 
 /* The value as stored: compact JSON text, made on the caller's thread so
@@ -522,7 +533,7 @@ static int sq_put(void *store, const char *key, size_t key_len, const json_t *va
 	char *text;
 	int rc;
 
-	if (!key_ok(key, key_len) || !value || !cond_ok(cond))
+	if (!key_ok(key, key_len) || !value || !cond_ok(0, cond))
 		return PLANT_E_INVALID;
 	text = value_text(value);
 	if (!text)
@@ -548,52 +559,52 @@ static int sq_del(void *store, const char *key, size_t key_len, int cond, uint64
 	char *text = NULL;
 	struct req r = {.ops = &op, .texts = &text, .n = 1, .now = now};
 
-	if (!key_ok(key, key_len) || !cond_ok(cond))
+	if (!key_ok(key, key_len) || !cond_ok(1, cond))
 		return PLANT_E_INVALID;
 	return submit(store, &r);
 }
 
+/* A malformed op (bad key, condition or value) fails the batch with
+ * `invalid`, unless the condition of an op before it fails first: the ops
+ * before it are checked in the writer and undone. Nothing is written. */
 static int sq_batch(void *store, const struct plant_store_op *ops, size_t n, uint64_t now,
 		    size_t *failed_out, int *atomic_out)
 {
-	struct req r = {.ops = ops, .n = n, .now = now};
+	struct req r = {.ops = ops, .now = now};
 	char **texts;
-	size_t i;
-	int rc = PLANT_OK;
+	size_t bad;
+	int rc;
 
 	if (atomic_out)
 		*atomic_out = 1;
-	if (n == 0) {
-		if (failed_out)
-			*failed_out = 0;
+	if (failed_out)
+		*failed_out = 0;
+	if (n == 0)
 		return PLANT_OK;
-	}
 	if (!ops)
 		return PLANT_E_INVALID;
 	texts = calloc(n, sizeof(*texts));
 	if (!texts)
 		return PLANT_E_NOMEM;
-	/* Refuse bad ops before anything is queued: nothing is written. */
-	for (i = 0; i < n; i++) {
-		const struct plant_store_op *op = &ops[i];
+	for (bad = 0; bad < n; bad++) {
+		const struct plant_store_op *op = &ops[bad];
 
-		if (!key_ok(op->key, op->key_len) || !cond_ok(op->cond) ||
-		    (!op->is_delete && !op->value)) {
-			rc = PLANT_E_INVALID;
+		if (!key_ok(op->key, op->key_len) || !cond_ok(op->is_delete, op->cond) ||
+		    (!op->is_delete && !op->value))
 			break;
-		}
-		if (!op->is_delete && !(texts[i] = value_text(op->value))) {
-			rc = PLANT_E_INVALID;
+		if (!op->is_delete && !(texts[bad] = value_text(op->value)))
 			break;
-		}
 	}
-	if (rc == PLANT_OK) {
+	if (bad == 0) {
+		rc = PLANT_E_INVALID;
+	} else {
 		r.texts = texts;
+		r.n = bad;
+		r.undo_rc = bad < n ? PLANT_E_INVALID : PLANT_OK;
 		rc = submit(store, &r);
-		i = rc == PLANT_OK ? n : r.failed;
+		if (failed_out)
+			*failed_out = rc == PLANT_OK ? n : r.failed; /* n: none failed */
 	}
-	if (failed_out)
-		*failed_out = i;
 	for (size_t k = 0; k < n; k++)
 		free(texts[k]);
 	free(texts);
@@ -957,6 +968,11 @@ static int open_error(struct store *s, sqlite3 *db, int src, const char *what, c
 		return set_err(err, errlen, PLANT_E_IO,
 			       "store %s (%s): not a database / corrupt: %s", s->name, s->path,
 			       msg);
+	if (code == SQLITE_READONLY)
+		return set_err(err, errlen, PLANT_E_IO,
+			       "store %s (%s): %s: %s (the file and its directory must be "
+			       "writable: WAL keeps %s-wal and %s-shm beside it)",
+			       s->name, s->path, what, msg, s->path, s->path);
 	return set_err(err, errlen, status_of(src), "store %s (%s): %s: %s", s->name, s->path, what,
 		       msg);
 }
