@@ -243,24 +243,47 @@ static size_t record_key(const struct queue *q, uint64_t seq, char *out, size_t 
 	return n > 0 ? (size_t)n : 0;
 }
 
-static json_t *record_value(const struct plant_msg *m, uint32_t receive_count, uint64_t enq_at)
+/* A record as JSON text, made directly: the body goes in as the checked,
+ * compact text it already is, with no tree and no escaping. Topic names and
+ * ids need no escaping either. */
+static char *record_text(const struct plant_msg *m, uint32_t receive_count, uint64_t enq_at,
+			 size_t *len_out)
 {
-	return json_pack("{s:s, s:s, s:I, s:s%, s:O?, s:i, s:I}", "id", m->id, "topic", m->topic,
-			 "ts", (json_int_t)m->ts, "body", m->text, m->len, "attrs", m->attrs, "rc",
-			 (int)receive_count, "enq", (json_int_t)enq_at);
+	char *attrs = m->attrs ? json_dumps(m->attrs, JSON_COMPACT) : NULL;
+	size_t cap = m->len + strlen(m->topic) + (attrs ? strlen(attrs) : 0) + 160;
+	char *t = malloc(cap);
+	if (!t) {
+		free(attrs);
+		return NULL;
+	}
+	int n = snprintf(
+		t, cap,
+		"{\"id\":\"%s\",\"topic\":\"%s\",\"ts\":%llu,\"rc\":%u,\"enq\":%llu%s%s,\"body\":",
+		m->id, m->topic, (unsigned long long)m->ts, receive_count,
+		(unsigned long long)enq_at, attrs ? ",\"attrs\":" : "", attrs ? attrs : "");
+	free(attrs);
+	memcpy(t + n, m->text, m->len);
+	n += (int)m->len;
+	t[n++] = '}';
+	t[n] = '\0';
+	*len_out = (size_t)n;
+	return t;
 }
 
 static int record_put(struct queue *q, uint64_t seq, const struct plant_msg *m,
 		      uint32_t receive_count, uint64_t enq_at, uint64_t now)
 {
 	char key[300];
-	size_t klen = record_key(q, seq, key, sizeof key);
-	json_t *v = record_value(m, receive_count, enq_at);
-	if (!v)
+	struct plant_store_op op = {.key = key};
+	op.key_len = record_key(q, seq, key, sizeof key);
+	char *text = record_text(m, receive_count, enq_at, &op.value_text_len);
+	if (!text)
 		return PLANT_E_NOMEM;
-	uint64_t version;
-	int rc = q->be->put(q->sh, key, klen, v, PLANT_PUT_ANY, 0, 0, now, &version);
-	json_decref(v);
+	op.value_text = text;
+	size_t failed;
+	int atomic;
+	int rc = q->be->batch(q->sh, &op, 1, now, &failed, &atomic);
+	free(text);
 	return rc;
 }
 
@@ -354,18 +377,20 @@ int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, siz
 			const char *topic = json_string_value(json_object_get(v, "topic"));
 			const char *id = json_string_value(json_object_get(v, "id"));
 			json_t *body = json_object_get(v, "body");
+			char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
 			if (key) {
 				after_len = strlen(key);
 				memcpy(after, key, after_len < sizeof after ? after_len : 0);
 			}
 			unsigned long long seq = 0;
-			if (!key || !topic || !id || !json_is_string(body) ||
-			    strlen(id) != MSG_ID_LEN || sscanf(key + plen, "%16llx", &seq) != 1) {
+			if (!key || !topic || !id || !text || strlen(id) != MSG_ID_LEN ||
+			    sscanf(key + plen, "%16llx", &seq) != 1) {
+				free(text);
 				bad++; /* left in the store, never dropped */
 				continue;
 			}
-			struct plant_msg *m = msg_new_text(topic, json_string_value(body),
-							   json_string_length(body));
+			struct plant_msg *m = msg_new_text(topic, text, strlen(text));
+			free(text);
 			if (!m)
 				continue;
 			memcpy(m->id, id, MSG_ID_LEN + 1);
@@ -633,7 +658,10 @@ int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *d
 				ops[m].key = keys[m];
 				ops[m].key_len =
 					record_key(q, items[k].seqs[i], keys[m], sizeof keys[m]);
-				ops[m].value = record_value(items[k].msg, 0, now);
+				ops[m].value_text =
+					record_text(items[k].msg, 0, now, &ops[m].value_text_len);
+				if (!ops[m].value_text)
+					wrc = PLANT_E_NOMEM;
 				owner[m++] = q;
 			}
 		}
@@ -664,7 +692,7 @@ int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *d
 			wrc = PLANT_E_IO;
 		}
 		for (size_t a = 0; a < m; a++)
-			json_decref((json_t *)ops[a].value);
+			free((char *)ops[a].value_text);
 		free(ops);
 		free(keys);
 		free(owner);

@@ -589,7 +589,7 @@ static int ms_batch(void *store, const struct plant_store_op *ops, size_t n, uin
 		const struct plant_store_op *op = &ops[i];
 
 		if (!key_ok(op->key, op->key_len) || !cond_ok(op->is_delete, op->cond) ||
-		    (!op->is_delete && !op->value)) {
+		    (!op->is_delete && !op->value && !op->value_text)) {
 			bad = i;
 			break;
 		}
@@ -607,8 +607,13 @@ static int ms_batch(void *store, const struct plant_store_op *ops, size_t n, uin
 
 		if (op->is_delete)
 			continue;
-		bop[i].fresh =
-			item_new(op->key, op->key_len, key_hash(op->key, op->key_len), op->value);
+		json_t *parsed = NULL;
+		if (!op->value) /* given as text: kept as a tree here */
+			parsed = json_loadb(op->value_text, op->value_text_len,
+					    JSON_DECODE_ANY | JSON_ALLOW_NUL, NULL);
+		bop[i].fresh = item_new(op->key, op->key_len, key_hash(op->key, op->key_len),
+					op->value ? op->value : parsed);
+		json_decref(parsed);
 		if (!bop[i].fresh) {
 			failed = i;
 			rc = PLANT_E_NOMEM;

@@ -590,9 +590,12 @@ static int sq_batch(void *store, const struct plant_store_op *ops, size_t n, uin
 		const struct plant_store_op *op = &ops[bad];
 
 		if (!key_ok(op->key, op->key_len) || !cond_ok(op->is_delete, op->cond) ||
-		    (!op->is_delete && !op->value))
+		    (!op->is_delete && !op->value && !op->value_text))
 			break;
-		if (!op->is_delete && !(texts[bad] = value_text(op->value)))
+		/* text given is stored as it is: no tree, no dump */
+		if (!op->is_delete &&
+		    !(texts[bad] = op->value ? value_text(op->value)
+					     : strndup(op->value_text, op->value_text_len)))
 			break;
 	}
 	if (bad == 0) {

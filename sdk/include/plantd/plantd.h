@@ -176,6 +176,10 @@ struct plant_store_op {
 	int cond;	     /* enum plant_put_cond */
 	uint64_t version;    /* for PLANT_PUT_IF_VERSION */
 	uint64_t ttl_ms;     /* 0 = no expiry */
+	/* Instead of `value` (NULL): the value as JSON text, already checked,
+	 * which a backend may store as it is, sparing a tree and a dump. */
+	const char *value_text;
+	size_t value_text_len;
 };
 
 /* A store backend, registered by a plugin under a kind name ("sqlite").
