@@ -956,6 +956,42 @@ static void test_batch_in_order(void **state)
 	json_decref(c);
 }
 
+/* A put given as checked JSON text (`value` NULL), as the host's durable
+ * queues write: not NUL-terminated, spaced as the writer chose. */
+static void test_batch_value_text(void **state)
+{
+	void *st = store_of(state);
+	static const char buf[] = "{ \"a\" : [1, 2.5, null], \"s\": \"x\\u0000y\" }trailing";
+	size_t failed = 99;
+	int atomic = -1;
+
+	put_ok(st, K("vt/2"), "\"old\"", 1);
+	struct plant_store_op ops[] = {
+		put_op(K("vt/1"), NULL, PLANT_PUT_IF_ABSENT, 0),
+		put_op(K("vt/2"), NULL, PLANT_PUT_IF_VERSION, 1),
+	};
+	ops[0].value_text = buf;
+	ops[0].value_text_len = strlen(buf) - strlen("trailing");
+	ops[1].value_text = "7";
+	ops[1].value_text_len = 1;
+	assert_status(g.be->batch(st, ops, 2, NOW, &failed, &atomic), PLANT_OK);
+
+	json_t *want = json_pack("{s:[i, f, n], s:s%}", "a", 1, 2.5, "s", "x\0y", (size_t)3);
+	expect_item_json(st, K("vt/1"), NOW, want, 1);
+	expect_item(st, K("vt/2"), NOW, "7", 2);
+	json_t *items = scan_ok(st, K("vt/"), NULL, 0, 10, NOW);
+	if (!json_equal(json_object_get(json_array_get(items, 0), "value"), want))
+		fail_msg("scan vt/: %s", show_json(items));
+	json_decref(items);
+	json_decref(want);
+
+	/* Conditions hold for text as for trees. */
+	failed = 99;
+	assert_status(g.be->batch(st, ops, 2, NOW, &failed, &atomic), PLANT_E_CONDITION);
+	assert_int_equal(failed, 0);
+	expect_item(st, K("vt/2"), NOW, "7", 2);
+}
+
 static void test_batch_condition_fails(void **state)
 {
 	void *st = store_of(state);
@@ -1011,6 +1047,58 @@ static void test_batch_condition_fails(void **state)
 
 	/* The store still works. */
 	put_ok(st, K("upd"), "\"after\"", 2);
+}
+
+/* Bad arguments are PLANT_E_INVALID; in a batch, the first failing op
+ * counts, be it malformed or a failed condition, and nothing is applied. */
+static void test_bad_arguments(void **state)
+{
+	void *st = store_of(state);
+	json_t *one = jv("1");
+	size_t failed = 99;
+	int atomic = -1;
+
+	assert_status(g.be->put(st, K("k"), one, 99, 0, 0, NOW, NULL), PLANT_E_INVALID);
+	assert_status(g.be->put(st, K("k"), NULL, PLANT_PUT_ANY, 0, 0, NOW, NULL), PLANT_E_INVALID);
+	assert_status(g.be->del(st, K("k"), 99, 0, NOW), PLANT_E_INVALID);
+	expect_missing(st, K("k"), NOW);
+
+	put_ok(st, K("exists"), "0", 1);
+	struct plant_store_op ops[] = {
+		put_op(K("ba/1"), one, PLANT_PUT_ANY, 0),
+		put_op("", 0, one, PLANT_PUT_ANY, 0),
+	};
+	assert_status(g.be->batch(st, ops, 2, NOW, &failed, &atomic), PLANT_E_INVALID);
+	assert_int_equal(failed, 1);
+	if (atomic)
+		expect_missing(st, K("ba/1"), NOW);
+
+	struct plant_store_op ops2[] = {
+		put_op(K("ba/1"), one, PLANT_PUT_ANY, 0),
+		put_op(K("ba/2"), NULL, PLANT_PUT_ANY, 0), /* neither value nor text */
+	};
+	failed = 99;
+	assert_status(g.be->batch(st, ops2, 2, NOW, &failed, &atomic), PLANT_E_INVALID);
+	assert_int_equal(failed, 1);
+
+	struct plant_store_op ops3[] = {
+		put_op(K("exists"), one, PLANT_PUT_IF_ABSENT, 0),
+		put_op(K("ba/2"), one, 99, 0),
+	};
+	failed = 99;
+	assert_status(g.be->batch(st, ops3, 2, NOW, &failed, &atomic), PLANT_E_CONDITION);
+	assert_int_equal(failed, 0);
+
+	struct plant_store_op ops4[] = {put_op("", 0, one, PLANT_PUT_ANY, 0)};
+	failed = 99;
+	assert_status(g.be->batch(st, ops4, 1, NOW, &failed, &atomic), PLANT_E_INVALID);
+	assert_int_equal(failed, 0);
+	if (atomic) {
+		expect_missing(st, K("ba/1"), NOW);
+		expect_missing(st, K("ba/2"), NOW);
+	}
+	expect_item(st, K("exists"), NOW, "0", 1);
+	json_decref(one);
 }
 
 /* ---- threads ------------------------------------------------------------------------ */
@@ -1527,6 +1615,8 @@ int main(void)
 		T(test_batch_applies),
 		T(test_batch_in_order),
 		T(test_batch_condition_fails),
+		T(test_batch_value_text),
+		T(test_bad_arguments),
 		T(test_concurrent_puts),
 		T(test_concurrent_counter),
 		T(test_stores_independent),

@@ -163,7 +163,8 @@ struct plant_publish {
  * which is an answer, not an error. */
 enum plant_put_cond {
 	PLANT_PUT_ANY = 0,	  /* unconditional */
-	PLANT_PUT_IF_ABSENT = 1,  /* only if no live item has the key */
+	PLANT_PUT_IF_ABSENT = 1,  /* only if no live item has the key (puts only:
+				   * PLANT_E_INVALID for a delete) */
 	PLANT_PUT_IF_VERSION = 2, /* only if the stored version equals `version` */
 };
 
