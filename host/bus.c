@@ -34,6 +34,7 @@ struct consumer {
 
 struct bus_queue {
 	struct queue *q;
+	atomic_int idle;   /* consumers without a batch out: pump() has work */
 	char *dead_letter; /* its name, linked later */
 	json_t *patterns;  /* array of strings */
 	pthread_mutex_t cons_lock;
@@ -375,6 +376,8 @@ static void pump(struct bus *b, struct bus_queue *bq);
 
 /* With the lock held: queues first (they may refuse the whole publish),
  * then handlers. Fills `pumps` with the queues to wake after unlocking. */
+#define PUMPS_ON_STACK 8
+
 static int route(struct topic *t, struct plant_msg *msg, const char *dedup_key, uint64_t delay_ms,
 		 struct bus_queue ***pumps, size_t *n_pumps)
 {
@@ -390,7 +393,8 @@ static int route(struct topic *t, struct plant_msg *msg, const char *dedup_key, 
 			free(qs);
 		if (rc)
 			return rc;
-		*pumps = malloc(t->n_queues * sizeof **pumps);
+		if (t->n_queues > PUMPS_ON_STACK)
+			*pumps = malloc(t->n_queues * sizeof **pumps);
 		if (*pumps) {
 			memcpy(*pumps, t->queues, t->n_queues * sizeof **pumps);
 			*n_pumps = t->n_queues;
@@ -404,21 +408,22 @@ int bus_publish_ex(struct bus *b, struct plant_msg *msg, const char *dedup_key, 
 {
 	if (!msg)
 		return PLANT_E_NOMEM;
-	if (!bus_topic_valid(msg->topic)) {
-		msg_unref(msg);
-		return PLANT_E_INVALID;
-	}
 	uint64_t h = hash_str(msg->topic);
-	struct bus_queue **pumps = NULL;
+	struct bus_queue *stack[PUMPS_ON_STACK], **pumps = stack;
 	size_t n_pumps = 0;
 	int rc;
 	pthread_rwlock_rdlock(&b->lock);
 	struct topic *t = topic_find(b, msg->topic, h);
 	if (t && t->gen == b->gen) {
+		/* a known topic was checked when it came in */
 		rc = route(t, msg, dedup_key, delay_ms, &pumps, &n_pumps);
 		pthread_rwlock_unlock(&b->lock);
 	} else {
 		pthread_rwlock_unlock(&b->lock);
+		if (!bus_topic_valid(msg->topic)) {
+			msg_unref(msg);
+			return PLANT_E_INVALID;
+		}
 		pthread_rwlock_wrlock(&b->lock);
 		t = topic_refresh(b, msg->topic, h);
 		rc = t ? route(t, msg, dedup_key, delay_ms, &pumps, &n_pumps) : PLANT_E_NOMEM;
@@ -428,7 +433,8 @@ int bus_publish_ex(struct bus *b, struct plant_msg *msg, const char *dedup_key, 
 	/* queues are never removed while the bus lives */
 	for (size_t i = 0; i < n_pumps; i++)
 		pump(b, pumps[i]);
-	free(pumps);
+	if (pumps != stack)
+		free(pumps);
 	return rc;
 }
 
@@ -770,6 +776,7 @@ int bus_consume(struct bus *b, const char *queue, void *owner, struct actor *act
 	if (v) {
 		bq->cons = v;
 		bq->cons[bq->n_cons++] = c;
+		atomic_fetch_add(&bq->idle, 1);
 	}
 	pthread_mutex_unlock(&bq->cons_lock);
 	pthread_rwlock_unlock(&b->lock);
@@ -814,6 +821,7 @@ static void run_batch(void *arg, void *actor_ctx)
 	/* busy first, dead second: with bus_unsubscribe_owner() doing the
 	 * opposite, one of the two always releases what the consumer held */
 	atomic_store(&c->busy, false);
+	atomic_fetch_add(&c->bq->idle, 1);
 	if (atomic_load(&c->dead))
 		queue_release_holder(q, c, now);
 	/* a dropped batch (actor_ctx NULL) may come from pump() itself; the
@@ -827,17 +835,22 @@ static void run_batch(void *arg, void *actor_ctx)
 /* Hand waiting messages to idle consumers, one batch each. Any thread. */
 static void pump(struct bus *b, struct bus_queue *bq)
 {
+	/* every consumer has a batch out: each pumps again when it is done */
+	if (atomic_load(&bq->idle) <= 0)
+		return;
 	pthread_mutex_lock(&bq->cons_lock);
 	for (size_t k = 0; k < bq->n_cons; k++) {
 		struct consumer *c = bq->cons[(bq->rr + k) % bq->n_cons];
 		if (atomic_load(&c->dead) || atomic_exchange(&c->busy, true))
 			continue;
+		atomic_fetch_sub(&bq->idle, 1);
 		struct batch *bt = malloc(sizeof *bt + c->max_batch * sizeof bt->d[0]);
 		size_t n =
 			bt ? queue_receive_for(bq->q, c, bt->d, c->max_batch, clock_now_ms()) : 0;
 		if (n == 0) {
 			free(bt);
 			atomic_store(&c->busy, false);
+			atomic_fetch_add(&bq->idle, 1);
 			/* a publish may have come between the receive and here */
 			if (queue_visible(bq->q) == 0)
 				break;

@@ -14,7 +14,9 @@ struct executor {
 	task_drop_fn drop;
 };
 
-static void runq_push(struct executor *e, struct actor *a)
+/* `wake`: signal an idle worker. A worker putting back the actor it just
+ * ran takes it again itself, so it wakes nobody. */
+static void runq_push(struct executor *e, struct actor *a, bool wake)
 {
 	pthread_mutex_lock(&e->lock);
 	a->next_ready = NULL;
@@ -23,7 +25,8 @@ static void runq_push(struct executor *e, struct actor *a)
 	else
 		e->head = a;
 	e->tail = a;
-	pthread_cond_signal(&e->work);
+	if (wake)
+		pthread_cond_signal(&e->work);
 	pthread_mutex_unlock(&e->lock);
 }
 
@@ -69,7 +72,7 @@ static void *worker_main(void *arg)
 			pthread_cond_broadcast(&a->idle);
 		pthread_mutex_unlock(&a->lock);
 		if (again)
-			runq_push(e, a);
+			runq_push(e, a, false);
 	}
 }
 
@@ -159,7 +162,7 @@ bool actor_post(struct actor *a, struct task *task)
 	/* One hand-off per batch: an actor already queued or running picks the
 	 * task up without another wake-up. */
 	if (wake)
-		runq_push(a->exec, a);
+		runq_push(a->exec, a, true);
 	return true;
 }
 
