@@ -693,6 +693,8 @@ int bus_queue_declare(struct bus *b, const char *name, const json_t *settings, c
 		bq = calloc(1, sizeof *bq);
 		struct bus_queue **v =
 			bq ? realloc(b->queues, (b->n_queues + 1) * sizeof *v) : NULL;
+		if (v)
+			b->queues = v; /* the old block may be gone */
 		if (!v || queue_create(name, &qs, &bq->q) != PLANT_OK) {
 			pthread_rwlock_unlock(&b->lock);
 			free(bq);

@@ -151,7 +151,7 @@ static int number(struct cur *c)
 	}
 	/* out of range for jansson (an integer past 64 bits, a real that
 	 * overflows): let it decide */
-	if ((!real && n > 18) || (real && (n > 300 || exp_digits >= 3)))
+	if ((!real && n > 18) || (real && (n > 300 || exp_digits > 0)))
 		c->unsure = true;
 	return 1;
 }

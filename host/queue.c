@@ -240,7 +240,7 @@ static struct qent heap_pop(struct heap *h)
 static size_t record_key(const struct queue *q, uint64_t seq, char *out, size_t len)
 {
 	int n = snprintf(out, len, "%s%016llx", q->prefix, (unsigned long long)seq);
-	return n > 0 ? (size_t)n : 0;
+	return n > 0 && (size_t)n < len ? (size_t)n : 0;
 }
 
 /* A record as JSON text, made directly: the body goes in as the checked,
@@ -324,7 +324,7 @@ void queue_flush(struct queue *q, uint64_t now)
 		return;
 	/* one transaction for the lot where the backend can */
 	struct plant_store_op *ops = calloc(n, sizeof *ops);
-	char(*keys)[40] = malloc(n * sizeof *keys);
+	char(*keys)[300] = malloc(n * sizeof *keys);
 	int rc = PLANT_E_NOMEM;
 	if (ops && keys) {
 		for (size_t i = 0; i < n; i++) {
@@ -342,6 +342,14 @@ void queue_flush(struct queue *q, uint64_t now)
 	free(keys);
 	free(ops);
 	free(seqs);
+}
+
+bool queue_has_store(struct queue *q)
+{
+	pthread_mutex_lock(&q->lock);
+	bool has = q->be != NULL;
+	pthread_mutex_unlock(&q->lock);
+	return has;
 }
 
 void queue_set_store(struct queue *q, const struct plant_store_backend *be, void *store)
@@ -573,6 +581,8 @@ int queue_push_all(struct queue **qs, size_t n, struct plant_msg *msg, const cha
 				v[i]->reserved--;
 			if (rc == PLANT_OK)
 				push_locked(v[i], msg, seq[i], delay_ms, now);
+			else if (dedup_key) /* not published: a retry must get in */
+				json_object_del(v[i]->dedup, dedup_key);
 			pthread_mutex_unlock(&v[i]->lock);
 		}
 	}
@@ -710,6 +720,8 @@ int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *d
 			q->reserved--;
 			if (wrc == PLANT_OK)
 				push_locked(q, it->msg, it->seqs[i], it->delay_ms, now);
+			else if (it->dedup_key) /* not published: a retry must get in */
+				json_object_del(q->dedup, it->dedup_key);
 			pthread_mutex_unlock(&q->lock);
 		}
 		free(it->seqs);
@@ -776,6 +788,10 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 		struct delivery *d = malloc(sizeof *d);
 		if (i == UINT32_MAX || !d) {
 			free(d);
+			if (i != UINT32_MAX) { /* the slot goes back unused */
+				q->slots[i].next_free = q->free_head;
+				q->free_head = i;
+			}
 			heap_push(&q->retry, &e);
 			break;
 		}
@@ -835,9 +851,8 @@ struct move {
 
 /* A durable message that came back: its receive count is written again. */
 struct update {
-	struct plant_msg *msg;
-	uint64_t seq, enq_at;
-	uint32_t receive_count;
+	struct qent e; /* out of sight (and counted in `reserved`) meanwhile */
+	uint64_t delay;
 };
 
 struct moves {
@@ -846,6 +861,16 @@ struct moves {
 	struct update *u;
 	size_t n_u, cap_u;
 };
+
+static void back_visible(struct queue *q, struct qent *e, uint64_t delay, uint64_t now)
+{
+	if (delay) {
+		e->due = now + delay;
+		heap_push(&q->delayed, e);
+	} else {
+		heap_push(&q->retry, e);
+	}
+}
 
 /* A message that comes back: to the dead-letter queue (through `mv`) when it
  * has used its receives, else visible again (now or after `delay`). With q
@@ -878,6 +903,9 @@ static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t 
 	}
 	q->st.redelivered++;
 	if (q->be) {
+		/* A durable message comes back only once its new receive count is
+		 * written, so that no consumer can ack it (and its record go)
+		 * before the rewrite lands. */
 		if (mv->n_u == mv->cap_u) {
 			size_t cap = mv->cap_u ? mv->cap_u * 2 : 8;
 			struct update *u = realloc(mv->u, cap * sizeof *u);
@@ -886,18 +914,13 @@ static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t 
 				mv->cap_u = cap;
 			}
 		}
-		if (mv->n_u < mv->cap_u)
-			mv->u[mv->n_u++] = (struct update){.msg = msg_ref(e->msg),
-							   .seq = e->seq,
-							   .enq_at = e->enq_at,
-							   .receive_count = e->receive_count};
+		if (mv->n_u < mv->cap_u) {
+			mv->u[mv->n_u++] = (struct update){.e = *e, .delay = delay};
+			q->reserved++;
+			return;
+		}
 	}
-	if (delay) {
-		e->due = now + delay;
-		heap_push(&q->delayed, e);
-	} else {
-		heap_push(&q->retry, e);
-	}
+	back_visible(q, e, delay, now);
 }
 
 /* With q unlocked: push the dead-letter copies; one that does not fit (the
@@ -920,11 +943,15 @@ static void moves_flush(struct queue *q, struct moves *mv, uint64_t now)
 		pthread_mutex_unlock(&q->lock);
 	}
 	free(mv->v);
-	/* receive counts survive a restart: a message cannot dodge max_receive */
+	/* receive counts survive a restart: a message cannot dodge max_receive
+	 * by a clean restart (a crash while it is handled still can) */
 	for (size_t i = 0; i < mv->n_u; i++) {
-		record_put(q, mv->u[i].seq, mv->u[i].msg, mv->u[i].receive_count, mv->u[i].enq_at,
-			   now);
-		msg_unref(mv->u[i].msg);
+		struct update *u = &mv->u[i];
+		record_put(q, u->e.seq, u->e.msg, u->e.receive_count, u->e.enq_at, now);
+		pthread_mutex_lock(&q->lock);
+		q->reserved--;
+		back_visible(q, &u->e, u->delay, now);
+		pthread_mutex_unlock(&q->lock);
 	}
 	free(mv->u);
 }

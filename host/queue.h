@@ -69,6 +69,7 @@ void queue_set_settings(struct queue *q, const struct queue_settings *s);
  * publish reports success, deleted when acked (at queue_flush), and its
  * receive count rewritten when it comes back. */
 void queue_set_store(struct queue *q, const struct plant_store_backend *be, void *store);
+bool queue_has_store(struct queue *q);
 /* Read back a durable queue's messages after a start; those that were in
  * flight at a crash are visible again. */
 int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, size_t errlen);

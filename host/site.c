@@ -259,6 +259,9 @@ static bool inst_stop(struct instance *inst)
 	if (inst->st != INST_RUNNING && inst->st != INST_INITIALISED && inst->st != INST_FAILED)
 		return true;
 	bool was_up = inst->st != INST_FAILED;
+	/* nothing new from here: a callback still running cannot subscribe,
+	 * consume or add a timer (it gets PLANT_E_STATE) */
+	atomic_store(&inst->stopping, true);
 	inst_detach(inst);
 	uint64_t deadline = clock_mono_ns() + inst->site->cfg->shutdown_timeout_ms * 1000000u;
 	bool idle = actor_wait_idle(&inst->actor, deadline);
@@ -281,6 +284,8 @@ static bool inst_stop(struct instance *inst)
 		inst->mod->desc->stop(inst->state);
 		pthread_mutex_unlock(&inst->actor.call_lock);
 	}
+	/* what raced with the first detach */
+	inst_detach(inst);
 	if (was_up)
 		log_write(PLANT_LOG_INFO, inst->spec->name, "stopped (%llu handled, %llu errors)",
 			  (unsigned long long)atomic_load(&inst->handled),
@@ -467,10 +472,23 @@ static void api_error(plant_instance *self, const char *key, const char *fmt, ..
 	snprintf(inst->error_key, sizeof inst->error_key, "%s", key ? key : "");
 }
 
+/* The bus, or NULL where the instance may not use it: in validate() (no
+ * actor yet; under --check no bus at all) or once it is stopping. */
+static struct bus *bus_of(const struct instance *inst)
+{
+	if (!inst->site || !inst->actor.exec || atomic_load(&inst->stopping))
+		return NULL;
+	return inst->site->bus;
+}
+
 static int publish_msg(struct instance *inst, struct plant_msg *msg)
 {
 	if (!msg)
 		return PLANT_E_NOMEM;
+	if (!bus_of(inst)) {
+		msg_unref(msg);
+		return PLANT_E_STATE;
+	}
 	int rc = bus_publish(inst->site->bus, msg);
 	if (rc == PLANT_OK)
 		metrics_counter_add(inst->metrics, "published", 1);
@@ -502,14 +520,16 @@ static int api_subscribe(plant_instance *self, const char *pattern, plant_msg_ha
 			 void *user, uint64_t *sub_out)
 {
 	struct instance *inst = inst_of(self);
-	if (!inst->actor.exec)
-		return PLANT_E_STATE; /* validate() may not subscribe */
+	if (!inst->actor.exec || !bus_of(inst))
+		return PLANT_E_STATE; /* not from validate(), not once stopping */
 	return bus_subscribe(inst->site->bus, pattern, inst, &inst->actor, fn, user, sub_out);
 }
 
 static int api_unsubscribe(plant_instance *self, uint64_t sub)
 {
 	struct instance *inst = inst_of(self);
+	if (!inst->site || !inst->site->bus)
+		return PLANT_E_STATE;
 	return bus_unsubscribe(inst->site->bus, inst, sub);
 }
 
@@ -519,7 +539,7 @@ static int api_timer_add(plant_instance *self, uint64_t every_ms, uint64_t jitte
 	struct instance *inst = inst_of(self);
 	if (!fn || every_ms == 0)
 		return PLANT_E_INVALID;
-	if (!inst->actor.exec || !inst->site->base)
+	if (!inst->actor.exec || !inst->site->base || atomic_load(&inst->stopping))
 		return PLANT_E_STATE;
 	struct timer *t = calloc(1, sizeof *t);
 	if (!t)
@@ -694,6 +714,10 @@ static int api_publish_ex(plant_instance *self, struct plant_publish *p)
 	if (rc)
 		return rc;
 	struct instance *inst = inst_of(self);
+	if (!bus_of(inst)) {
+		msg_unref(m);
+		return PLANT_E_STATE;
+	}
 	rc = bus_publish_ex(inst->site->bus, m, p->dedup_key, p->delay_ms);
 	if (rc == PLANT_OK)
 		metrics_counter_add(inst->metrics, "published", 1);
@@ -708,6 +732,8 @@ static int api_publish_batch(plant_instance *self, struct plant_publish *items, 
 	const char **keys = calloc(n ? n : 1, sizeof *keys);
 	uint64_t *delays = calloc(n ? n : 1, sizeof *delays);
 	int rc = msgs && keys && delays ? PLANT_OK : PLANT_E_NOMEM;
+	if (!rc && !bus_of(inst))
+		rc = PLANT_E_STATE;
 	size_t made = 0;
 	for (size_t i = 0; i < n; i++) {
 		if (rc) { /* every body is stolen, even after a failure */
@@ -740,6 +766,21 @@ static int api_publish_batch(plant_instance *self, struct plant_publish *items, 
 static int api_queue_declare(plant_instance *self, const char *name, const json_t *settings)
 {
 	struct instance *inst = inst_of(self);
+	if (!bus_of(inst))
+		return PLANT_E_STATE;
+	if (json_is_true(json_object_get(settings, "durable"))) {
+		/* a durable queue belongs to the site: it must be there at start to
+		 * read back what it kept */
+		api_error(self, NULL, "queue %s: durable queues are declared in the site config",
+			  name ? name : "");
+		return PLANT_E_UNSUPPORTED;
+	}
+	const char *dl = json_string_value(json_object_get(settings, "dead_letter"));
+	if (dl && !bus_queue_find(inst->site->bus, dl)) {
+		api_error(self, "dead_letter", "queue %s: dead_letter \"%s\" is not a queue",
+			  name ? name : "", dl);
+		return PLANT_E_NOTFOUND;
+	}
 	char err[512];
 	json_t *empty = settings ? NULL : json_object();
 	int rc = bus_queue_declare(inst->site->bus, name, settings ? settings : empty, err,
@@ -756,7 +797,7 @@ static int api_consume(plant_instance *self, const char *queue, plant_msg_handle
 		       uint32_t max_batch, uint64_t *consumer_out)
 {
 	struct instance *inst = inst_of(self);
-	if (!inst->actor.exec)
+	if (!inst->actor.exec || !bus_of(inst))
 		return PLANT_E_STATE;
 	return bus_consume(inst->site->bus, queue, inst, &inst->actor, fn, user, max_batch,
 			   consumer_out);
@@ -775,7 +816,10 @@ static int api_nack(plant_instance *self, const plant_msg *msg, uint64_t delay_m
 
 static int api_queue_room(plant_instance *self, const char *queue, uint64_t *room_out)
 {
-	struct queue *q = queue ? bus_queue_find(inst_of(self)->site->bus, queue) : NULL;
+	struct instance *inst = inst_of(self);
+	if (!inst->site || !inst->site->bus || !room_out)
+		return PLANT_E_STATE;
+	struct queue *q = queue ? bus_queue_find(inst->site->bus, queue) : NULL;
 	if (!q)
 		return PLANT_E_NOTFOUND;
 	*room_out = queue_room(q);
@@ -784,7 +828,8 @@ static int api_queue_room(plant_instance *self, const char *queue, uint64_t *roo
 
 static json_t *api_bus_stats(plant_instance *self)
 {
-	return bus_stats_json(inst_of(self)->site->bus);
+	struct instance *inst = inst_of(self);
+	return inst->site && inst->site->bus ? bus_stats_json(inst->site->bus) : NULL;
 }
 
 static int api_store_register(plant_instance *self, const char *kind,
@@ -1011,7 +1056,7 @@ static int queues_attach_stores(struct site *site, char *err, size_t errlen)
 		const struct instance_spec *spec = &site->cfg->queues[i];
 		struct queue *q = bus_queue_find(site->bus, spec->name);
 		const struct queue_settings *qs = q ? queue_settings_get(q) : NULL;
-		if (!qs || !qs->durable)
+		if (!qs || !qs->durable || queue_has_store(q))
 			continue;
 		uint32_t id;
 		struct store_ref ref;
@@ -1197,8 +1242,9 @@ static int bring_up(struct site *site, bool fatal, char *err, size_t errlen)
 			continue;
 		if (inst_start(inst, why, sizeof why) == PLANT_OK)
 			continue;
-		inst_stop(inst);
+		/* stop() is not called after a failed start(): destroy() is */
 		inst->st = INST_FAILED;
+		inst_stop(inst);
 		if (fatal && inst->spec->required) {
 			snprintf(err, errlen, "%s", why);
 			return PLANT_E_PLUGIN;
@@ -1436,7 +1482,8 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	 * order. Queues gone from the config stay until the next start: they
 	 * may hold messages. */
 	char qerr[512];
-	if (queues_apply(site, cfg, qerr, sizeof qerr) != PLANT_OK)
+	if (queues_apply(site, cfg, qerr, sizeof qerr) != PLANT_OK ||
+	    queues_attach_stores(site, qerr, sizeof qerr) != PLANT_OK)
 		log_error("reload: %s", qerr);
 
 	for (size_t i = 0; i < site->n; i++)

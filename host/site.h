@@ -41,6 +41,7 @@ struct instance {
 	struct timer *timers;
 	uint64_t next_timer_id;
 	atomic_ullong handled, errors;
+	atomic_bool stopping; /* the host API refuses new subscriptions and timers */
 };
 
 /* Open every module of `cfg`, check every instance's settings against its

@@ -113,6 +113,7 @@ int stores_open_all(struct stores *st, const struct site_config *cfg, const char
 			if (strcmp(st->kinds[j].name, kind) == 0)
 				k = &st->kinds[j];
 		if (!k) {
+			stores_close_all(st);
 			snprintf(err, errlen, "%s: store \"%s\": no backend serves kind \"%s\"",
 				 instance_spec_where(spec, "backend", where, sizeof where),
 				 spec->name, kind ? kind : "?");
@@ -126,6 +127,9 @@ int stores_open_all(struct stores *st, const struct site_config *cfg, const char
 				     sizeof why);
 		json_decref(settings);
 		if (rc != PLANT_OK) {
+			/* the ones opened before it close now, while their backends
+			 * are still loaded */
+			stores_close_all(st);
 			snprintf(err, errlen, "%s: store \"%s\" (backend %s): %s",
 				 instance_spec_where(spec, NULL, where, sizeof where), spec->name,
 				 kind, why[0] ? why : plant_status_name(rc));

@@ -100,6 +100,11 @@ static void test_cases(void **state)
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
 		agree(cases[i], strlen(cases[i]));
 	agree("\"a\0b\"", 5); /* a raw NUL inside a string */
+	/* a mantissa of 250 digits and an exponent: a real jansson refuses */
+	char big[300];
+	memset(big, '9', 250);
+	memcpy(big + 250, "e99", 4);
+	agree(big, strlen(big));
 }
 
 static void test_deep(void **state)

@@ -38,6 +38,14 @@ expect_store_error "corrupt file" "store \"reg\".*$DATA/reg.db"
 cmp -s "$DATA/reg.db" "$TEST_TMP/garbage" || fail "the corrupt file was changed"
 rm -f "$DATA"/reg.db*
 
+say "the second of two stores is corrupt: the first closes cleanly, the error names the second"
+head -c 8192 /dev/urandom >"$DATA/bad.db"
+sed -i 's|stores = ( { name = "reg"; backend = "sqlite"; path = "reg.db"; } );|stores = ( { name = "reg"; backend = "sqlite"; path = "reg.db"; },\n  { name = "bad"; backend = "sqlite"; path = "bad.db"; } );|' "$CONF"
+plantd_run -c "$CONF"
+expect_store_error "second store corrupt" "store \"bad\".*$DATA/bad.db"
+rm -f "$DATA"/reg.db* "$DATA"/bad.db*
+write_site "$DATA"
+
 say "a second plantd on the same store"
 start_plantd -c "$CONF"
 wait_for_log 'site .* up' 20

@@ -240,7 +240,9 @@ struct plant_plugin_desc {
 	/* Optional [main]: semantic checks beyond the key table, for `plantd
 	 * --check` and before a reload. `config` is [borrowed] with defaults
 	 * filled in. Report with api->error(self, key, ...) and return non-OK.
-	 * Must not start anything: init() may never follow. */
+	 * Must not start anything: init() may never follow (publish, subscribe,
+	 * consume and timers answer PLANT_E_STATE here, as they do once the
+	 * instance is stopping). */
 	int (*validate)(plant_instance *self, const struct plant_host_api *api,
 			const json_t *config);
 
