@@ -801,6 +801,8 @@ static void run_batch(void *arg, void *actor_ctx)
 	struct queue *q = c->bq->q;
 	int rc = -1;
 	if (actor_ctx && !atomic_load(&c->dead) && c->bus->invoke)
+		queue_persist_receives(q, bt->d, bt->n, clock_now_ms());
+	if (actor_ctx && !atomic_load(&c->dead) && c->bus->invoke)
 		rc = c->bus->invoke(actor_ctx, c->fn, (const plant_msg *const *)bt->d, bt->n,
 				    c->user);
 	uint64_t now = clock_now_ms();

@@ -14,6 +14,7 @@ struct qent {
 	uint64_t enq_at; /* when it was enqueued (ms), for retention */
 	uint64_t due;	 /* delayed: when it becomes visible; in flight: its deadline */
 	uint32_t receive_count;
+	uint32_t suspect; /* read back after a stop: it may have been in flight */
 	char *last_error;
 };
 
@@ -233,6 +234,31 @@ static struct qent heap_pop(struct heap *h)
 	return top;
 }
 
+/* A dead-letter move waits until the source queue is unlocked: publishers
+ * lock queues in address order, and the dead-letter queue may come first. */
+struct move {
+	struct qent e;
+	struct plant_msg *copy;
+};
+
+/* A durable message that came back: its receive count is written again. */
+struct update {
+	struct qent e; /* out of sight (and counted in `reserved`) meanwhile */
+	uint64_t delay;
+};
+
+struct moves {
+	struct move *v;
+	size_t n, cap;
+	struct update *u;
+	size_t n_u, cap_u;
+};
+
+static void come_back(struct queue *q, struct qent *e, uint64_t delay, uint64_t now,
+		      struct moves *mv);
+static struct slot *slot_of(struct queue *q, uint64_t receipt);
+static void moves_flush(struct queue *q, struct moves *mv, uint64_t now);
+
 /* ---- persistence (durable queues) ------------------------------------------------ */
 
 /* Record key: PREFIX + 16 hex digits of the sequence, so that a scan comes
@@ -310,6 +336,49 @@ static void dels_add(struct queue *q, uint64_t seq)
 	q->dels[q->n_dels++] = seq;
 }
 
+void queue_persist_receives(struct queue *q, struct delivery **ds, size_t n, uint64_t now)
+{
+	if (!q->be)
+		return;
+	size_t m = 0;
+	for (size_t i = 0; i < n; i++)
+		m += ds[i]->persist != 0;
+	if (!m)
+		return;
+	struct plant_store_op *ops = calloc(m, sizeof *ops);
+	char(*keys)[300] = malloc(m * sizeof *keys);
+	size_t k = 0;
+	for (size_t i = 0; ops && keys && i < n; i++) {
+		struct delivery *d = ds[i];
+		if (!d->persist)
+			continue;
+		uint64_t seq = 0;
+		/* the receipt names the slot; the slot holds the sequence */
+		pthread_mutex_lock(&q->lock);
+		struct slot *s = slot_of(q, d->receipt);
+		if (s)
+			seq = s->e.seq;
+		pthread_mutex_unlock(&q->lock);
+		d->persist = 0;
+		if (!s)
+			continue;
+		ops[k].key = keys[k];
+		ops[k].key_len = record_key(q, seq, keys[k], sizeof keys[k]);
+		ops[k].value_text =
+			record_text(d->msg, d->receive_count, d->enq_at, &ops[k].value_text_len);
+		if (ops[k].value_text)
+			k++;
+	}
+	size_t failed;
+	int atomic;
+	if (k)
+		q->be->batch(q->sh, ops, k, now, &failed, &atomic);
+	for (size_t i = 0; i < k; i++)
+		free((char *)ops[i].value_text);
+	free(ops);
+	free(keys);
+}
+
 void queue_flush(struct queue *q, uint64_t now)
 {
 	if (!q->be)
@@ -366,6 +435,7 @@ void queue_set_store(struct queue *q, const struct plant_store_backend *be, void
 int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, size_t errlen)
 {
 	size_t loaded = 0, bad = 0;
+	struct moves mv = {0};
 	char after[300];
 	size_t after_len = 0;
 	size_t plen = strlen(q->prefix);
@@ -374,6 +444,7 @@ int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, siz
 		int rc = q->be->scan(q->sh, q->prefix, plen, after_len ? after : NULL, after_len,
 				     1000, now, &items);
 		if (rc != PLANT_OK) {
+			moves_flush(q, &mv, now);
 			snprintf(err, errlen, "queue %s: cannot read its messages back: %s",
 				 q->name, plant_status_name(rc));
 			return rc;
@@ -412,11 +483,19 @@ int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, siz
 				.enq_at = (uint64_t)json_integer_value(json_object_get(v, "enq")),
 				.receive_count =
 					(uint32_t)json_integer_value(json_object_get(v, "rc")),
+				.suspect = 1,
 			};
 			pthread_mutex_lock(&q->lock);
-			ring_push_back(q, &e);
 			if (seq >= q->next_seq)
 				q->next_seq = seq + 1;
+			if (q->set.max_receive && e.receive_count >= q->set.max_receive && q->dlq) {
+				/* received max_receive times, never settled: it took
+				 * the process down each time */
+				e.last_error = strdup("in flight each time plantd went down");
+				come_back(q, &e, 0, now, &mv);
+			} else {
+				ring_push_back(q, &e);
+			}
 			pthread_mutex_unlock(&q->lock);
 			loaded++;
 		}
@@ -424,6 +503,7 @@ int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, siz
 		if (n < 1000)
 			break;
 	}
+	moves_flush(q, &mv, now);
 	if (loaded_out)
 		*loaded_out = loaded;
 	if (bad) {
@@ -777,6 +857,12 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 	size_t n = 0;
 	pthread_mutex_lock(&q->lock);
 	while (n < max && (q->retry.len > 0 || q->len > 0)) {
+		/* Messages read back after a stop may have been in flight when
+		 * the process died: each goes alone, so that one that kills it
+		 * takes no other message's receive count along. */
+		const struct qent *next = q->retry.len ? &q->retry.v[0] : &q->ring[q->head];
+		if (n > 0 && next->suspect && q->be)
+			break;
 		struct qent e = q->retry.len ? heap_pop(&q->retry) : ring_pop(q);
 		if (expired(q, &e, now)) {
 			q->st.expired++;
@@ -810,8 +896,13 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 		d->msg = msg_ref(e.msg);
 		d->queue = q;
 		d->receipt = ((uint64_t)s->gen << 32) | i;
+		d->enq_at = e.enq_at;
 		d->settled = 0;
+		d->persist = e.suspect && q->be;
+		s->e.suspect = 0;
 		out[n++] = d;
+		if (d->persist)
+			break;
 	}
 	pthread_mutex_unlock(&q->lock);
 	return n;
@@ -841,26 +932,6 @@ int queue_ack(struct queue *q, struct delivery *d)
 	d->settled = 1;
 	return PLANT_OK;
 }
-
-/* A dead-letter move waits until the source queue is unlocked: publishers
- * lock queues in address order, and the dead-letter queue may come first. */
-struct move {
-	struct qent e;
-	struct plant_msg *copy;
-};
-
-/* A durable message that came back: its receive count is written again. */
-struct update {
-	struct qent e; /* out of sight (and counted in `reserved`) meanwhile */
-	uint64_t delay;
-};
-
-struct moves {
-	struct move *v;
-	size_t n, cap;
-	struct update *u;
-	size_t n_u, cap_u;
-};
 
 static void back_visible(struct queue *q, struct qent *e, uint64_t delay, uint64_t now)
 {

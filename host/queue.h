@@ -44,7 +44,10 @@ struct delivery {
 	struct plant_msg *msg; /* a reference the delivery owns */
 	struct queue *queue;
 	uint64_t receipt;
+	uint64_t enq_at;
 	int settled; /* 0, or 1 once acked or nacked */
+	int persist; /* a durable message read back after a stop: its receive
+		      * count is written before a handler sees it */
 };
 
 struct queue_stats {
@@ -73,6 +76,11 @@ bool queue_has_store(struct queue *q);
 /* Read back a durable queue's messages after a start; those that were in
  * flight at a crash are visible again. */
 int queue_load(struct queue *q, uint64_t now, size_t *loaded_out, char *err, size_t errlen);
+/* Before a handler sees them: write the receive counts of deliveries
+ * marked `persist` (one batch), so that a message that kills the process
+ * while it is handled reaches max_receive across restarts and is then
+ * dead-lettered instead of crashing plantd forever. May block. */
+void queue_persist_receives(struct queue *q, struct delivery **ds, size_t n, uint64_t now);
 /* Write out the deletes of acked messages (one batch). Any thread. */
 void queue_flush(struct queue *q, uint64_t now);
 
