@@ -48,6 +48,10 @@
 #include "msg.h"
 #include "queue.h"
 
+#include "bench_common.h"
+
+const char *const bench_prog = "bench_bus";
+
 #define WORKERS	     2
 #define BATCH_MAX    256  /* as site.c */
 #define POOL	     4096 /* distinct pre-built messages the topic cases cycle through */
@@ -143,28 +147,6 @@ static int bench_invoke(void *actor_ctx, plant_msg_handler fn, const plant_msg *
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static void die(const char *what)
-{
-	fprintf(stderr, "bench_bus: %s\n", what);
-	exit(1);
-}
-
-static uint64_t peak_rss(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (uint64_t)ru.ru_maxrss * 1024;
-}
-
-/* CPU time of the whole process (every thread, user and system), ns */
-static uint64_t cpu_ns(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
-	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
-}
-
 static uint64_t current_rss(void)
 {
 	unsigned long size = 0, resident = 0;
@@ -175,30 +157,15 @@ static uint64_t current_rss(void)
 	return (uint64_t)resident * (uint64_t)sysconf(_SC_PAGESIZE);
 }
 
-/* A sensor reading of about 200 bytes of compact JSON, distinct per i. */
+/* A distinct sensor reading as a message. */
 static struct plant_msg *make_reading(const char *topic, uint64_t i)
 {
-	char text[256];
-	int len = snprintf(
-		text, sizeof text,
-		"{\"sensor\":\"plant-north/line-%02u/temp-%07" PRIu64 "\","
-		"\"site\":\"north\",\"fw\":\"2.4.1\",\"kind\":\"temperature\",\"unit\":\"degC\",\"value\":%u.%03u,"
-		"\"quality\":\"good\",\"ts\":%" PRIu64 ",\"seq\":%" PRIu64 ","
-		"\"tags\":{\"zone\":\"z%02u\",\"rack\":\"r%03u\"}}",
-		(unsigned)(i % 16), i, (unsigned)(15 + i % 20), (unsigned)((i * 7919) % 1000),
-		(uint64_t)1718000000000 + i, i, (unsigned)(i % 40), (unsigned)(i % 400));
-	if (len <= 0 || (size_t)len >= sizeof text)
-		die("reading too long");
-	struct plant_msg *m = msg_new_text(topic, text, (size_t)len);
+	char text[READING_MAX];
+	size_t len = reading(text, sizeof text, i);
+	struct plant_msg *m = msg_new_text(topic, text, len);
 	if (!m)
 		die("out of memory");
 	return m;
-}
-
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
 }
 
 /* ---- one setup: an executor, a bus, instances ---------------------------------------- */

@@ -64,6 +64,10 @@
 #include "log.h"
 #include "site.h"
 
+#include "bench_common.h"
+
+const char *const bench_prog = "bench_store";
+
 #define THREADS	     2
 #define BATCH	     256
 #define SAMPLE_SHIFT 6 /* end-to-end latency of every 64th message */
@@ -76,31 +80,10 @@ static const char *base_dir;
 
 /* ---- helpers ----------------------------------------------------------------------- */
 
-static void die(const char *what)
-{
-	fprintf(stderr, "bench_store: %s\n", what);
-	exit(1);
-}
-
 static void die_rc(const char *what, int rc)
 {
 	fprintf(stderr, "bench_store: %s: %s\n", what, plant_status_name(rc));
 	exit(1);
-}
-
-static uint64_t peak_rss(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return (uint64_t)ru.ru_maxrss * 1024;
-}
-
-static uint64_t cpu_ns(void)
-{
-	struct rusage ru;
-	getrusage(RUSAGE_SELF, &ru);
-	return ((uint64_t)ru.ru_utime.tv_sec + (uint64_t)ru.ru_stime.tv_sec) * 1000000000ull +
-	       ((uint64_t)ru.ru_utime.tv_usec + (uint64_t)ru.ru_stime.tv_usec) * 1000ull;
 }
 
 static void *xmalloc(size_t n)
@@ -111,12 +94,6 @@ static void *xmalloc(size_t n)
 	return p;
 }
 
-static int cmp_u64(const void *a, const void *b)
-{
-	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-	return x < y ? -1 : x > y;
-}
-
 /* p99 of `n` samples (ns) in µs; sorts them */
 static double p99_of(uint64_t *v, size_t n)
 {
@@ -125,25 +102,6 @@ static double p99_of(uint64_t *v, size_t n)
 	qsort(v, n, sizeof *v, cmp_u64);
 	return (double)v[(n * 99) / 100] / 1000.0;
 }
-
-/* A sensor reading of about 200 bytes of compact JSON, distinct per i (as
- * bench_bus). Returns its length. */
-static size_t reading(char *text, size_t cap, uint64_t i)
-{
-	int len = snprintf(
-		text, cap,
-		"{\"sensor\":\"plant-north/line-%02u/temp-%07" PRIu64 "\","
-		"\"site\":\"north\",\"fw\":\"2.4.1\",\"kind\":\"temperature\",\"unit\":\"degC\",\"value\":%u.%03u,"
-		"\"quality\":\"good\",\"ts\":%" PRIu64 ",\"seq\":%" PRIu64 ","
-		"\"tags\":{\"zone\":\"z%02u\",\"rack\":\"r%03u\"}}",
-		(unsigned)(i % 16), i, (unsigned)(15 + i % 20), (unsigned)((i * 7919) % 1000),
-		(uint64_t)1718000000000 + i, i, (unsigned)(i % 40), (unsigned)(i % 400));
-	if (len <= 0 || (size_t)len >= cap)
-		die("reading too long");
-	return (size_t)len;
-}
-
-#define READING_MAX 256
 
 static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
