@@ -73,6 +73,7 @@ struct bus {
 	struct bus_queue **queues;
 	size_t n_queues;
 	bus_invoke_fn invoke;
+	bus_ready_fn ready;
 };
 
 static uint64_t hash_str(const char *s)
@@ -97,9 +98,10 @@ int bus_create(struct bus **out)
 	return PLANT_OK;
 }
 
-void bus_set_invoke(struct bus *b, bus_invoke_fn invoke)
+void bus_set_invoke(struct bus *b, bus_invoke_fn invoke, bus_ready_fn ready)
 {
 	b->invoke = invoke;
+	b->ready = ready;
 }
 
 static void consumer_unref(struct consumer *c)
@@ -800,20 +802,24 @@ static void run_batch(void *arg, void *actor_ctx)
 	struct consumer *c = bt->c;
 	struct queue *q = c->bq->q;
 	int rc = -1;
-	if (actor_ctx && !atomic_load(&c->dead) && c->bus->invoke)
+	bool seen = actor_ctx && !atomic_load(&c->dead) && c->bus->invoke &&
+		    (!c->bus->ready || c->bus->ready(actor_ctx));
+	if (seen) {
 		queue_persist_receives(q, bt->d, bt->n, clock_now_ms());
-	if (actor_ctx && !atomic_load(&c->dead) && c->bus->invoke)
 		rc = c->bus->invoke(actor_ctx, c->fn, (const plant_msg *const *)bt->d, bt->n,
 				    c->user);
+	}
 	uint64_t now = clock_now_ms();
 	for (size_t i = 0; i < bt->n; i++) {
 		struct delivery *d = bt->d[i];
 		if (!d->settled) {
 			if (rc == PLANT_OK)
 				queue_ack(q, d);
+			else if (!seen)
+				/* nobody saw it: back now, not counted */
+				queue_return(q, d, now);
 			else if (rc < 0 || atomic_load(&c->dead))
-				/* nobody saw it, or its consumer went away: back
-				 * now, for the next consumer */
+				/* its consumer went away: back now, for the next */
 				queue_nack(q, d, 0, NULL, now);
 			else
 				queue_note(q, d, plant_status_name(rc));

@@ -33,8 +33,11 @@ struct bus_sub {
 	atomic_bool dead; /* unsubscribed: pending deliveries are dropped */
 };
 
+/* Can the instance take messages now? (May be NULL: always.) */
+typedef bool (*bus_ready_fn)(void *actor_ctx);
+
 int bus_create(struct bus **out);
-void bus_set_invoke(struct bus *bus, bus_invoke_fn invoke);
+void bus_set_invoke(struct bus *bus, bus_invoke_fn invoke, bus_ready_fn ready);
 void bus_destroy(struct bus *bus);
 
 /* Topic names: 1..200 characters of [A-Za-z0-9_.-], no empty segment. */

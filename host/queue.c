@@ -1061,6 +1061,25 @@ void queue_note(struct queue *q, struct delivery *d, const char *reason)
 	pthread_mutex_unlock(&q->lock);
 }
 
+int queue_return(struct queue *q, struct delivery *d, uint64_t now)
+{
+	pthread_mutex_lock(&q->lock);
+	struct slot *s = slot_of(q, d->receipt);
+	if (!s) {
+		pthread_mutex_unlock(&q->lock);
+		return PLANT_E_NOTFOUND;
+	}
+	struct qent e = s->e;
+	slot_release(q, (uint32_t)d->receipt);
+	/* nobody saw it: this receive does not count */
+	if (e.receive_count)
+		e.receive_count--;
+	heap_push(&q->retry, &e);
+	pthread_mutex_unlock(&q->lock);
+	d->settled = 1;
+	return PLANT_OK;
+}
+
 void delivery_free(struct delivery *d)
 {
 	if (!d)

@@ -134,6 +134,9 @@ int queue_ack(struct queue *q, struct delivery *d);
  * NULL) is kept as its last error. */
 int queue_nack(struct queue *q, struct delivery *d, uint64_t delay_ms, const char *reason,
 	       uint64_t now);
+/* Give back a delivery no consumer saw (its consumer went away before the
+ * batch ran): visible again at once, and the receive does not count. */
+int queue_return(struct queue *q, struct delivery *d, uint64_t now);
 /* Keep `reason` as the last error of a message left in flight. */
 void queue_note(struct queue *q, struct delivery *d, const char *reason);
 void delivery_free(struct delivery *d);

@@ -217,16 +217,21 @@ static int inst_init(struct instance *inst, char *err, size_t errlen)
 	pthread_mutex_lock(&inst->actor.call_lock);
 	void *state = NULL;
 	int rc = inst->mod->desc->init((plant_instance *)inst, &host_api, inst->config, &state);
+	/* before the lock goes: a delivery init() caused may be waiting for it,
+	 * and must find the state and the instance's new standing */
+	if (rc == PLANT_OK) {
+		inst->state = state;
+		inst->st = INST_INITIALISED;
+	} else {
+		inst->st = INST_FAILED;
+	}
 	pthread_mutex_unlock(&inst->actor.call_lock);
 	if (rc != PLANT_OK) {
 		inst_detach(inst);
-		inst->st = INST_FAILED;
 		inst_fail(inst, inst->error_key[0] ? inst->error_key : NULL, err, errlen,
 			  "init failed: %s", inst->error[0] ? inst->error : plant_status_name(rc));
 		return rc ? rc : PLANT_E_PLUGIN;
 	}
-	inst->state = state;
-	inst->st = INST_INITIALISED;
 	log_write(PLANT_LOG_DEBUG, inst->spec->name, "initialised (module %s %s)",
 		  inst->mod->desc->name, inst->mod->desc->version ? inst->mod->desc->version : "");
 	return PLANT_OK;
@@ -343,6 +348,13 @@ static void deliver_batch(struct instance *inst, struct bus_sub *sub, const plan
 				  sub->pattern, plant_status_name(rc), inst->error[0] ? ": " : "",
 				  inst->error, (unsigned long long)e);
 	}
+}
+
+/* [worker] can the instance take a queue batch now? */
+static bool site_ready(void *actor_ctx)
+{
+	const struct instance *inst = actor_ctx;
+	return inst->st == INST_RUNNING || inst->st == INST_INITIALISED;
 }
 
 /* [worker] how the bus enters an instance for a queue batch */
@@ -1326,7 +1338,7 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 		rc = PLANT_E_NOMEM;
 		goto fail;
 	}
-	bus_set_invoke(site->bus, site_invoke);
+	bus_set_invoke(site->bus, site_invoke, site_ready);
 	site->stores = stores_new();
 	rc = queues_check(cfg, err, errlen);
 	if (!rc)

@@ -182,7 +182,7 @@ static void rig_open(struct rig *r, size_t n_inst, bool ack)
 	memset(r, 0, sizeof *r);
 	if (executor_create(WORKERS, bench_drop, &r->exec) != 0 || bus_create(&r->bus) != PLANT_OK)
 		die("cannot create the executor or the bus");
-	bus_set_invoke(r->bus, bench_invoke);
+	bus_set_invoke(r->bus, bench_invoke, NULL);
 	r->inst = calloc(n_inst, sizeof *r->inst);
 	if (!r->inst)
 		die("out of memory");
