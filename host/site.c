@@ -32,6 +32,11 @@ struct site {
 	bool stores_open;
 	uint64_t ticks;
 	atomic_bool expiring; /* an expiry pass is queued or running */
+	/* the host's own work on the workers (queue ticks touch stores: never
+	 * on the loop thread) */
+	struct actor host_actor;
+	bool host_actor_up;
+	atomic_bool ticking; /* a queue tick is queued or running */
 	char *default_path;
 	struct event_base *base;
 	struct bus *bus;
@@ -1121,12 +1126,33 @@ static void expire_stores(void *arg, void *actor_ctx)
 	atomic_store(&site->expiring, false);
 }
 
-/* [loop] visibility timeouts, delays, retention, and waiting messages;
- * every 10 s, store expiry */
+static void host_dispatch(void *ctx, struct task *tasks, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (tasks[i].kind == TASK_CALL)
+			tasks[i].u.fn(tasks[i].target, ctx);
+}
+
+/* [worker] visibility timeouts, delays, retention, waiting messages, and
+ * the durable writes they cause */
+static void run_tick(void *arg, void *actor_ctx)
+{
+	struct site *site = arg;
+	if (actor_ctx)
+		bus_tick(site->bus, clock_now_ms());
+	atomic_store(&site->ticking, false);
+}
+
+/* [loop] the queue tick goes to a worker (one at a time); every 10 s, store
+ * expiry */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct site *site = arg;
-	bus_tick(site->bus, clock_now_ms());
+	if (!atomic_exchange(&site->ticking, true)) {
+		struct task t = {.kind = TASK_CALL, .target = site, .u.fn = run_tick};
+		if (!actor_post(&site->host_actor, &t))
+			atomic_store(&site->ticking, false);
+	}
 	if (++site->ticks % EXPIRE_EVERY_TICKS || !site->stores_open ||
 	    atomic_exchange(&site->expiring, true))
 		return;
@@ -1339,6 +1365,8 @@ int site_create(struct site_config *cfg, const char *default_plugin_path, struct
 		goto fail;
 	}
 	bus_set_invoke(site->bus, site_invoke, site_ready);
+	actor_init(&site->host_actor, site->exec, host_dispatch, site);
+	site->host_actor_up = true;
 	site->stores = stores_new();
 	rc = queues_check(cfg, err, errlen);
 	if (!rc)
@@ -1380,6 +1408,8 @@ fail:
 	if (site->tick)
 		event_free(site->tick);
 	executor_destroy(site->exec);
+	if (site->host_actor_up)
+		actor_fini(&site->host_actor);
 	stores_free(site->stores);
 	bus_destroy(site->bus);
 	free(site->default_path);
@@ -1396,6 +1426,7 @@ void site_destroy(struct site *site)
 	stop_all(site, ab);
 	/* workers finish what runs, then exit: nothing calls a plugin after */
 	executor_destroy(site->exec);
+	actor_fini(&site->host_actor);
 	bus_flush_all(site->bus);
 	destroy_all(site, ab);
 	free(ab);
