@@ -57,7 +57,6 @@ const char *const bench_prog = "bench_bus";
 #define POOL	     4096 /* distinct pre-built messages the topic cases cycle through */
 #define SAMPLE_SHIFT 6	  /* latency of every 64th message */
 #define TIMEOUT_NS   (300ull * 1000000000ull)
-#define RUNS_MAX     101
 
 static int runs = 5; /* timed runs of the streaming cases; the median is reported */
 
@@ -499,62 +498,16 @@ static void run_case(const char *name, uint64_t n_override)
 		case_queue_1m(name, n_override ? n_override : 1000000);
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: bench_bus [-n N] [-r RUNS] [--list] [CASE...]\ncases:");
-	for (size_t i = 0; cases[i]; i++)
-		fprintf(f, " %s", cases[i]);
-	fputc('\n', f);
-}
-
 int main(int argc, char **argv)
 {
-	uint64_t n = 0;
-	const char **want = calloc((size_t)argc + 1, sizeof *want);
-	size_t n_want = 0;
-	if (!want)
-		die("out of memory");
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--list") == 0) {
-			for (size_t k = 0; cases[k]; k++)
-				puts(cases[k]);
-			return 0;
-		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) {
-			runs = atoi(argv[++i]);
-			if (runs < 1 || runs > RUNS_MAX) {
-				usage(stderr);
-				return 2;
-			}
-		} else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-			char *end;
-			n = strtoull(argv[++i], &end, 10);
-			if (*end || n == 0) {
-				usage(stderr);
-				return 2;
-			}
-		} else {
-			size_t k = 0;
-			while (cases[k] && strcmp(cases[k], argv[i]) != 0)
-				k++;
-			if (!cases[k]) {
-				fprintf(stderr, "bench_bus: unknown case \"%s\"\n", argv[i]);
-				usage(stderr);
-				return 2;
-			}
-			want[n_want++] = cases[k];
-		}
-	}
+	struct bench_args args = {.runs = runs};
+	bench_args_parse(argc, argv, cases, false, &args);
+	runs = args.runs;
 	if (sem_init(&done, 0, 0) != 0)
 		die("sem_init failed");
-	if (n_want == 0)
-		for (size_t k = 0; cases[k]; k++)
-			want[n_want++] = cases[k];
-	for (size_t i = 0; i < n_want; i++)
-		run_case(want[i], n);
+	for (size_t i = 0; i < args.n_want; i++)
+		run_case(args.want[i], args.n);
 	sem_destroy(&done);
-	free(want);
+	free(args.want);
 	return 0;
 }

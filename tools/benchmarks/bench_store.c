@@ -72,7 +72,6 @@ const char *const bench_prog = "bench_store";
 #define BATCH	     256
 #define SAMPLE_SHIFT 6 /* end-to-end latency of every 64th message */
 #define TIMEOUT_MS   (600ull * 1000)
-#define RUNS_MAX     101
 #define PRELOAD	     100000
 
 static int runs = 1; /* timed runs; the median is reported */
@@ -776,67 +775,20 @@ static void run_case(const char *name, uint64_t n)
 		case_disk(name, n ? n : 1000000);
 }
 
-static void usage(FILE *f)
-{
-	fprintf(f, "usage: bench_store [-n N] [-r RUNS] [-d DIR] [--list] [CASE...]\ncases:");
-	for (size_t i = 0; cases[i]; i++)
-		fprintf(f, " %s", cases[i]);
-	fputc('\n', f);
-}
-
 int main(int argc, char **argv)
 {
-	uint64_t n = env_n();
-	const char **want = calloc((size_t)argc + 1, sizeof *want);
-	size_t n_want = 0;
-	if (!want)
-		die("out of memory");
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--list") == 0) {
-			for (size_t k = 0; cases[k]; k++)
-				puts(cases[k]);
-			return 0;
-		} else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-			usage(stdout);
-			return 0;
-		} else if (strcmp(argv[i], "-r") == 0 && i + 1 < argc) {
-			runs = atoi(argv[++i]);
-			if (runs < 1 || runs > RUNS_MAX) {
-				usage(stderr);
-				return 2;
-			}
-		} else if (strcmp(argv[i], "-d") == 0 && i + 1 < argc) {
-			base_dir = argv[++i];
-		} else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc) {
-			char *end;
-			n = strtoull(argv[++i], &end, 10);
-			if (*end || n == 0) {
-				usage(stderr);
-				return 2;
-			}
-		} else {
-			size_t k = 0;
-			while (cases[k] && strcmp(cases[k], argv[i]) != 0)
-				k++;
-			if (!cases[k]) {
-				fprintf(stderr, "bench_store: unknown case \"%s\"\n", argv[i]);
-				usage(stderr);
-				return 2;
-			}
-			want[n_want++] = cases[k];
-		}
-	}
+	struct bench_args args = {.n = env_n(), .runs = runs};
+	bench_args_parse(argc, argv, cases, true, &args);
+	runs = args.runs;
+	base_dir = args.dir;
 	log_set_level(PLANT_LOG_WARN);
 	if (evthread_use_pthreads() != 0)
 		die("evthread_use_pthreads failed");
 	if (sem_init(&done, 0, 0) != 0)
 		die("sem_init failed");
-	if (n_want == 0)
-		for (size_t k = 0; cases[k]; k++)
-			want[n_want++] = cases[k];
-	for (size_t i = 0; i < n_want; i++)
-		run_case(want[i], n);
+	for (size_t i = 0; i < args.n_want; i++)
+		run_case(args.want[i], args.n);
 	sem_destroy(&done);
-	free(want);
+	free(args.want);
 	return 0;
 }
