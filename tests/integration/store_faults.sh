@@ -65,8 +65,8 @@ expect_exit 0
 MNT=$TEST_TMP/mnt
 mkdir -p "$MNT"
 if ! mount -t tmpfs -o size=256k tmpfs "$MNT" 2>/dev/null; then
-  say "skip: cannot mount a tmpfs here (read-only and full-disk cases)"
-  exit 0
+  say "skip: cannot mount a tmpfs here (read-only and full-disk cases); the cases above passed"
+  exit 77 # meson: skipped, so a run without these cases is never counted a pass
 fi
 cleanup_mount() { umount "$MNT" 2>/dev/null || true; }
 
