@@ -884,6 +884,14 @@ static struct delivery *as_delivery(const plant_msg *msg)
 	return d && d->kind == MSG_KIND_DELIVERY ? (struct delivery *)d : NULL;
 }
 
+/* A held handle is the plugin's to settle once: settling frees it. */
+static int settled(struct delivery *d, int rc)
+{
+	if (d->held)
+		delivery_free(d);
+	return rc;
+}
+
 int bus_ack(const plant_msg *msg)
 {
 	struct delivery *d = as_delivery(msg);
@@ -891,7 +899,7 @@ int bus_ack(const plant_msg *msg)
 		return PLANT_E_INVALID;
 	if (d->settled)
 		return PLANT_E_STATE;
-	return queue_ack(d->queue, d);
+	return settled(d, queue_ack(d->queue, d));
 }
 
 int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason)
@@ -901,7 +909,43 @@ int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason)
 		return PLANT_E_INVALID;
 	if (d->settled)
 		return PLANT_E_STATE;
-	return queue_nack(d->queue, d, delay_ms, reason, clock_now_ms());
+	return settled(d, queue_nack(d->queue, d, delay_ms, reason, clock_now_ms()));
+}
+
+int bus_reject(const plant_msg *msg, const char *reason)
+{
+	struct delivery *d = as_delivery(msg);
+	if (!d)
+		return PLANT_E_INVALID;
+	if (d->settled)
+		return PLANT_E_STATE;
+	int rc = queue_reject(d->queue, d, reason, clock_now_ms());
+	/* without a dead-letter queue the message (and a handle) stay as they
+	 * were, for the plugin to settle otherwise */
+	return rc == PLANT_E_UNSUPPORTED ? rc : settled(d, rc);
+}
+
+const plant_msg *bus_hold(const plant_msg *msg)
+{
+	struct delivery *d = as_delivery(msg);
+	if (!d || d->settled || d->held)
+		return NULL;
+	struct delivery *h = malloc(sizeof *h);
+	if (!h)
+		return NULL;
+	*h = *d;
+	h->held = 1;
+	msg_ref(h->msg);
+	/* the batch neither acks nor returns it now: the handle will */
+	d->settled = 1;
+	return (const plant_msg *)(const void *)h;
+}
+
+void bus_release(const plant_msg *held)
+{
+	struct delivery *d = as_delivery(held);
+	if (d && d->held)
+		delivery_free(d);
 }
 
 uint64_t bus_tick(struct bus *b, uint64_t now)

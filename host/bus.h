@@ -86,6 +86,13 @@ int bus_consume(struct bus *bus, const char *queue, void *owner, struct actor *a
 /* Settle a delivery made to a consumer. */
 int bus_ack(const plant_msg *msg);
 int bus_nack(const plant_msg *msg, uint64_t delay_ms, const char *reason);
+/* To the dead-letter queue now (queue_reject). */
+int bus_reject(const plant_msg *msg, const char *reason);
+/* A handle on an unsettled delivery that outlives its batch (the plugin
+ * settles it later); NULL when `msg` is not one. */
+const plant_msg *bus_hold(const plant_msg *msg);
+/* Free a held handle without settling it. */
+void bus_release(const plant_msg *held);
 
 /* Time passes for every queue (visibility timeouts, delays, retention) and
  * waiting messages go to idle consumers. Returns ms until the next due. */

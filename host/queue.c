@@ -891,7 +891,7 @@ size_t queue_receive_for(struct queue *q, const void *holder, struct delivery **
 		s->holder = holder;
 		s->used = true;
 		q->in_flight++;
-		d->kind = MSG_KIND_DELIVERY;
+		*d = (struct delivery){.kind = MSG_KIND_DELIVERY};
 		d->receive_count = e.receive_count;
 		d->msg = msg_ref(e.msg);
 		d->queue = q;
@@ -1044,6 +1044,38 @@ int queue_nack(struct queue *q, struct delivery *d, uint64_t delay_ms, const cha
 	}
 	struct moves mv = {0};
 	come_back(q, &e, delay_ms, now, &mv);
+	pthread_mutex_unlock(&q->lock);
+	moves_flush(q, &mv, now);
+	d->settled = 1;
+	return PLANT_OK;
+}
+
+int queue_reject(struct queue *q, struct delivery *d, const char *reason, uint64_t now)
+{
+	pthread_mutex_lock(&q->lock);
+	struct slot *s = q->dlq ? slot_of(q, d->receipt) : NULL;
+	if (!s) {
+		int rc = q->dlq ? PLANT_E_NOTFOUND : PLANT_E_UNSUPPORTED;
+		pthread_mutex_unlock(&q->lock);
+		return rc;
+	}
+	struct moves mv = {0};
+	json_t *attrs = s->e.msg->attrs ? json_deep_copy(s->e.msg->attrs) : json_object();
+	char count[16];
+	snprintf(count, sizeof count, "%u", s->e.receive_count);
+	json_object_set_new(attrs, "dlq_source", json_string(q->name));
+	json_object_set_new(attrs, "dlq_receive_count", json_string(count));
+	json_object_set_new(attrs, "dlq_reason", json_string(reason ? reason : "rejected"));
+	struct plant_msg *copy = msg_copy(s->e.msg, attrs, s->e.receive_count);
+	mv.v = copy ? malloc(sizeof *mv.v) : NULL;
+	if (!mv.v) {
+		msg_unref(copy);
+		pthread_mutex_unlock(&q->lock);
+		return PLANT_E_NOMEM;
+	}
+	mv.v[0] = (struct move){.e = s->e, .copy = copy};
+	mv.n = mv.cap = 1;
+	slot_release(q, (uint32_t)d->receipt);
 	pthread_mutex_unlock(&q->lock);
 	moves_flush(q, &mv, now);
 	d->settled = 1;

@@ -48,6 +48,7 @@ struct delivery {
 	int settled; /* 0, or 1 once acked or nacked */
 	int persist; /* a durable message read back after a stop: its receive
 		      * count is written before a handler sees it */
+	int held;    /* a plugin's handle from hold(): freed when settled */
 };
 
 struct queue_stats {
@@ -140,6 +141,12 @@ int queue_return(struct queue *q, struct delivery *d, uint64_t now);
 /* Keep `reason` as the last error of a message left in flight. */
 void queue_note(struct queue *q, struct delivery *d, const char *reason);
 void delivery_free(struct delivery *d);
+
+/* Settle a received message as unprocessable: to the dead-letter queue now,
+ * with `reason` kept as its "dlq_reason" attribute. PLANT_E_UNSUPPORTED
+ * when `q` has no dead-letter queue, PLANT_E_NOTFOUND when the receipt is
+ * stale. A dead-letter queue that is full leaves the message in `q`. */
+int queue_reject(struct queue *q, struct delivery *d, const char *reason, uint64_t now);
 
 /* Time passes: in-flight messages past their deadline become visible again
  * (or go to the dead-letter queue), delayed ones that are due become

@@ -831,6 +831,24 @@ static int api_nack(plant_instance *self, const plant_msg *msg, uint64_t delay_m
 	return bus_nack(msg, delay_ms, reason);
 }
 
+static int api_reject(plant_instance *self, const plant_msg *msg, const char *reason)
+{
+	(void)self;
+	return bus_reject(msg, reason);
+}
+
+static const plant_msg *api_hold(plant_instance *self, const plant_msg *msg)
+{
+	(void)self;
+	return bus_hold(msg);
+}
+
+static void api_release(plant_instance *self, const plant_msg *held)
+{
+	(void)self;
+	bus_release(held);
+}
+
 static int api_queue_room(plant_instance *self, const char *queue, uint64_t *room_out)
 {
 	struct instance *inst = inst_of(self);
@@ -1008,6 +1026,9 @@ const struct plant_host_api host_api = {
 	.store_scan = api_store_scan,
 	.store_batch = api_store_batch,
 	.publish_batch = api_publish_batch,
+	.hold = api_hold,
+	.release = api_release,
+	.reject = api_reject,
 };
 
 /* ---- the site ------------------------------------------------------------------ */

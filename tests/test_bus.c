@@ -559,6 +559,139 @@ static void test_consumer_error_redelivers_then_dead_letters(void **state)
 	rec_free(r);
 }
 
+/* ---- hold, release and reject [since 1.3] ---------------------------------------- */
+
+struct holder {
+	atomic_int seen;
+	int reject; /* reject every message instead of holding it */
+	int rejected;
+	const plant_msg *held[16];
+	int n_held;
+};
+
+/* [worker] Holds (or rejects) everything and returns an error: the error
+ * must not touch what was held or rejected. */
+static int hold_handler(void *state, const plant_msg *const *msgs, size_t n, void *user)
+{
+	(void)state;
+	struct holder *h = user;
+	for (size_t i = 0; i < n; i++) {
+		if (h->reject) {
+			if (bus_reject(msgs[i], "not a reading") == PLANT_OK)
+				h->rejected++;
+		} else if (h->n_held < 16) {
+			const plant_msg *m = bus_hold(msgs[i]);
+			assert_non_null(m);
+			/* a second hold of the same message is refused */
+			assert_null(bus_hold(msgs[i]));
+			h->held[h->n_held++] = m;
+		}
+		atomic_fetch_add(&h->seen, 1);
+	}
+	return PLANT_E_PLUGIN;
+}
+
+static void wait_holder(struct fx *f, struct holder *h, int want)
+{
+	uint64_t deadline = clock_mono_ns() + WAIT_NS;
+	while (atomic_load(&h->seen) < want && clock_mono_ns() < deadline)
+		pause_ms(1);
+	settle(f);
+	assert_int_equal(atomic_load(&h->seen), want);
+}
+
+/* Held messages stay in flight past their batch, and are settled one by one
+ * later: ack deletes, nack brings back, release leaves them to time out. */
+static void test_hold_settles_later(void **state)
+{
+	struct fx *f = *state;
+	struct holder h = {0};
+	declare(f, "q1", "{\"subscribe\": [\"t.*\"], \"visibility_timeout\": \"10s\"}");
+	assert_int_equal(bus_consume(f->bus, "q1", &f->a, &f->a.actor, hold_handler, &h, 0, NULL),
+			 PLANT_OK);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(publish(f, "t.x", i), PLANT_OK);
+	wait_holder(f, &h, 4);
+	assert_int_equal(h.n_held, 4);
+	/* the handler failed, yet nothing was noted against them */
+	assert_int_equal(qstat(f, "q1", "in_flight"), 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(
+			json_integer_value(json_object_get(msg_tree(msg_resolve(h.held[i])), "n")),
+			i);
+
+	assert_int_equal(bus_ack(h.held[0]), PLANT_OK);
+	assert_int_equal(bus_nack(h.held[1], 0, "later"), PLANT_OK);
+	bus_release(h.held[2]);
+	assert_int_equal(qstat(f, "q1", "acked"), 1);
+	/* the nacked one is visible again: the next tick hands it out */
+	bus_tick(f->bus, clock_now_ms());
+	wait_holder(f, &h, 5);
+	assert_int_equal(h.n_held, 5);
+	assert_int_equal(qstat(f, "q1", "in_flight"), 3);
+
+	/* the released one times out like any unsettled message, and so do
+	 * the two still held: their handles answer not found, and are freed
+	 * all the same */
+	clock_advance(10000);
+	bus_tick(f->bus, clock_now_ms());
+	wait_holder(f, &h, 8);
+	assert_int_equal(bus_ack(h.held[3]), PLANT_E_NOTFOUND);
+	assert_int_equal(bus_ack(h.held[4]), PLANT_E_NOTFOUND);
+	for (int i = 5; i < h.n_held; i++)
+		assert_int_equal(bus_ack(h.held[i]), PLANT_OK);
+	assert_int_equal(qstat(f, "q1", "depth"), 0);
+	assert_int_equal(qstat(f, "q1", "acked"), 4);
+}
+
+/* reject() sends a message to the dead-letter queue at once, with the
+ * reason; a queue without one says so and keeps the message. */
+static void test_reject_dead_letters_now(void **state)
+{
+	struct fx *f = *state;
+	struct holder h = {.reject = 1};
+	declare(f, "work",
+		"{\"subscribe\": [\"job.*\"], \"max_receive\": 5, \"dead_letter\": \"work.dlq\"}");
+	declare(f, "work.dlq", "{}");
+	declare(f, "plain", "{\"subscribe\": [\"other.*\"], \"visibility_timeout\": \"1s\"}");
+	link_dead_letters(f);
+	assert_int_equal(bus_consume(f->bus, "work", &f->a, &f->a.actor, hold_handler, &h, 0, NULL),
+			 PLANT_OK);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(publish(f, "job.a", i), PLANT_OK);
+	wait_holder(f, &h, 3);
+	assert_int_equal(h.rejected, 3);
+	assert_int_equal(qstat(f, "work", "depth"), 0);
+	assert_int_equal(qstat(f, "work", "dead_lettered"), 3);
+	json_t *peek = queue_peek(bus_queue_find(f->bus, "work.dlq"), 10);
+	assert_int_equal(json_array_size(peek), 3);
+	size_t i;
+	json_t *e;
+	json_array_foreach(peek, i, e)
+	{
+		json_t *at = json_object_get(e, "attributes");
+		assert_string_equal(json_string_value(json_object_get(at, "dlq_reason")),
+				    "not a reading");
+		assert_string_equal(json_string_value(json_object_get(at, "dlq_receive_count")),
+				    "1");
+	}
+	json_decref(peek);
+
+	struct holder h2 = {.reject = 1};
+	assert_int_equal(
+		bus_consume(f->bus, "plain", &f->b, &f->b.actor, hold_handler, &h2, 0, NULL),
+		PLANT_OK);
+	assert_int_equal(publish(f, "other.a", 7), PLANT_OK);
+	wait_holder(f, &h2, 1);
+	assert_int_equal(h2.rejected, 0);
+	/* refused, so still in flight: back after its timeout */
+	assert_int_equal(qstat(f, "plain", "in_flight"), 1);
+	clock_advance(1000);
+	bus_tick(f->bus, clock_now_ms());
+	wait_holder(f, &h2, 2);
+	assert_int_equal(qstat(f, "plain", "redelivered"), 1);
+}
+
 /* A deduplication key: the second publish is not delivered; a delay holds a
  * message back until the clock gets there. */
 static void test_publish_ex_dedup_and_delay(void **state)
@@ -818,6 +951,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_consumer_error_redelivers_then_dead_letters,
 						setup, teardown),
 		cmocka_unit_test_setup_teardown(test_publish_ex_dedup_and_delay, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_hold_settles_later, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_dead_letters_now, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_unsubscribe_owner_pending_batch, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unsubscribe_owner_running_batch, setup,

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 2
+#define PLANT_ABI_MINOR 3
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -427,6 +427,29 @@ struct plant_host_api {
 	 * published item's id_out is set. */
 	int (*publish_batch)(plant_instance *self, struct plant_publish *items, size_t n,
 			     size_t *done_out);
+
+	/* ---- [since 1.3] holding and rejecting queue messages ---- */
+
+	/* [instance] Keep a message received through consume() in flight past
+	 * the handler's return, to settle it later (from a timer, say): for a
+	 * consumer that acks only once work spanning many batches is done.
+	 * Returns a handle, a plant_msg that stays valid until ack(), nack(),
+	 * reject() or release() is called on it; the `msg` the handler got is
+	 * settled by this call (the handler's return no longer touches it).
+	 * The visibility timeout still runs: settle in time, or the message
+	 * comes back (and ack() answers PLANT_E_NOTFOUND, still releasing the
+	 * handle). When the instance stops, what it holds comes back for the
+	 * next consumer at once: release the handles in stop(). NULL when
+	 * `msg` is not an unsettled queue delivery, or out of memory. */
+	const plant_msg *(*hold)(plant_instance *self, const plant_msg *msg);
+	/* [instance] Let go of a held handle without settling its message. */
+	void (*release)(plant_instance *self, const plant_msg *held);
+	/* [instance] Settle a queue message as one that can never be
+	 * processed: it goes to the queue's dead-letter queue now, whatever
+	 * its receive count, with `reason` in its "dlq_reason" attribute.
+	 * PLANT_E_UNSUPPORTED (the message left as it was) when the queue has
+	 * no dead-letter queue. Releases a held handle. */
+	int (*reject)(plant_instance *self, const plant_msg *msg, const char *reason);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
