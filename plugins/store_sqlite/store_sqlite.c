@@ -44,8 +44,11 @@
 /* Rows one expire step deletes in a transaction: small enough that writes
  * queued meanwhile wait a few ms at most. */
 #define EXPIRE_CHUNK	512
-/* The schema this code writes, in PRAGMA user_version. */
-#define SCHEMA_VERSION	1
+/* The schema this code writes, in PRAGMA user_version: 1 kept items in a
+ * WITHOUT ROWID table, whose B-tree carries whole rows even in its interior
+ * pages, so a large value was copied on every seek that passed it; 2 keeps
+ * the values in a rowid table, keys in an index of their own. */
+#define SCHEMA_VERSION	2
 /* Databases up to this size get PRAGMA quick_check at open. */
 #define QUICK_CHECK_MAX (64LL << 20)
 #define MSG_MAX		512
@@ -1112,21 +1115,41 @@ static int setup_writer(struct store *s, char *err, size_t errlen)
 			       "one knows %d)",
 			       s->name, s->path, out, SCHEMA_VERSION);
 
-	src = sqlite3_exec(s->wdb,
-			   "BEGIN IMMEDIATE;"
-			   "CREATE TABLE IF NOT EXISTS items("
-			   " key BLOB PRIMARY KEY,"
-			   " value TEXT NOT NULL,"
-			   " version INTEGER NOT NULL,"
-			   " expires INTEGER NOT NULL DEFAULT 0"
-			   ") WITHOUT ROWID;"
-			   /* Only items with a TTL: expire() finds them without a
-			    * full scan, and stores without TTLs pay nothing. */
-			   "CREATE INDEX IF NOT EXISTS items_expires ON items(expires)"
-			   " WHERE expires > 0;"
-			   "PRAGMA user_version=1;"
-			   "COMMIT;",
-			   NULL, NULL, NULL);
+		/* Small columns first: a lookup of the version reads no overflow page
+		 * of a large value. */
+#define ITEMS_V2                               \
+	"CREATE TABLE items_v2("               \
+	" key BLOB NOT NULL UNIQUE,"           \
+	" version INTEGER NOT NULL,"           \
+	" expires INTEGER NOT NULL DEFAULT 0," \
+	" value TEXT NOT NULL);"
+	if (atoi(out) == 1)
+		src = sqlite3_exec(s->wdb,
+				   "BEGIN IMMEDIATE;" ITEMS_V2
+				   "INSERT INTO items_v2(key, version, expires, value)"
+				   " SELECT key, version, expires, value FROM items ORDER BY key;"
+				   "DROP TABLE items;"
+				   "ALTER TABLE items_v2 RENAME TO items;"
+				   "CREATE INDEX items_expires ON items(expires) WHERE expires > 0;"
+				   "PRAGMA user_version=2;"
+				   "COMMIT;",
+				   NULL, NULL, NULL);
+	else
+		src = sqlite3_exec(s->wdb,
+				   "BEGIN IMMEDIATE;"
+				   "CREATE TABLE IF NOT EXISTS items("
+				   " key BLOB NOT NULL UNIQUE,"
+				   " version INTEGER NOT NULL,"
+				   " expires INTEGER NOT NULL DEFAULT 0,"
+				   " value TEXT NOT NULL);"
+				   /* Only items with a TTL: expire() finds them without a
+				    * full scan, and stores without TTLs pay nothing. */
+				   "CREATE INDEX IF NOT EXISTS items_expires ON items(expires)"
+				   " WHERE expires > 0;"
+				   "PRAGMA user_version=2;"
+				   "COMMIT;",
+				   NULL, NULL, NULL);
+#undef ITEMS_V2
 	if (src != SQLITE_OK) {
 		rc = open_error(s, s->wdb, src, "cannot create the schema (a plantd store?)", err,
 				errlen);
@@ -1135,6 +1158,11 @@ static int setup_writer(struct store *s, char *err, size_t errlen)
 	}
 	/* Keep the WAL file from staying large after a burst. */
 	exec_first(s->wdb, "PRAGMA journal_size_limit=67108864", NULL, 0);
+	/* The writer reads too (conditions, the B-tree pages it changes): from
+	 * the mapped file and a cache that holds a busy site's working set,
+	 * not with a pread per page. */
+	exec_first(s->wdb, "PRAGMA mmap_size=268435456", NULL, 0);
+	exec_first(s->wdb, "PRAGMA cache_size=-65536", NULL, 0);
 
 	if ((rc = prepare(s, s->wdb, "BEGIN IMMEDIATE", &s->w_begin, err, errlen)) ||
 	    (rc = prepare(s, s->wdb, "COMMIT", &s->w_commit, err, errlen)) ||
