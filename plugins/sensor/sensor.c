@@ -72,9 +72,9 @@ struct model_default {
 /* Thresholds for a plant floor; the seed says its own are only examples. */
 static const struct model_default model_defaults[] = {
 	{"thermistor", true, 0.1, 20500.0, -13.0, 120.0, "ohm"},
-	{"vibration", false, 0.0, 50.0, -INFINITY, 2.0, "g"},
-	{"pressure", false, 0.0, 25.0, 1.0, 12.0, "bar"},
-	{"power", false, 0.0, 1000.0, -INFINITY, 400.0, "kW"},
+	{"vibration", false, 0.0, 50.0, -INFINITY, 0.8, "g"},
+	{"pressure", false, 0.0, 25.0, 5.0, 8.0, "bar"},
+	{"power", false, 0.0, 1000.0, -INFINITY, 90.0, "kW"},
 };
 
 /* ---- the registry cache ------------------------------------------------ */
@@ -152,6 +152,7 @@ struct item {
 	const struct model *model;
 	double x; /* resistance or value */
 	enum { IT_GO, IT_BAD, IT_DUP } fate;
+	int reg; /* the registry's word: REG_OK, REG_BROKEN, 0 = not registered */
 	const char *status;
 	double kelvin;
 	char reason[160];
@@ -537,47 +538,128 @@ out:
 
 /* ---- the registry -------------------------------------------------------- */
 
-/* The registry's word on `it`'s sensor (REG_OK or REG_BROKEN), from memory
- * when fresh, else from the store, registering a sensor seen first. */
-static int registry_state(struct sensor *s, struct item *it, uint64_t now, int *state_out)
+static void reg_remember(struct sensor *s, const char *sensor_id, int state, uint64_t now)
+{
+	struct reg_entry *e = reg_find(&s->reg, sensor_id, true);
+	if (e) {
+		e->state = (uint8_t)state;
+		e->checked_at = now;
+	}
+}
+
+/* The registry's word on `it`'s sensor, into it->reg: REG_OK or REG_BROKEN,
+ * from memory when fresh, else from the store; 0 when the store has no
+ * entry yet (registry_add_new() registers it). */
+static int registry_lookup(struct sensor *s, struct item *it, uint64_t now)
 {
 	const struct plant_host_api *api = s->api;
 	struct reg_entry *e = reg_find(&s->reg, it->sensor_id, false);
 	if (e && (e->state == REG_BROKEN || now - e->checked_at < s->cache_ms)) {
-		*state_out = e->state;
+		it->reg = e->state;
 		return PLANT_OK;
 	}
 	char key[300];
 	int klen = snprintf(key, sizeof key, "sensor/%s", it->sensor_id);
-	for (int attempt = 0; attempt < 3; attempt++) {
-		json_t *v = NULL;
-		int rc = api->store_get(s->self, s->store, key, (size_t)klen, &v, NULL);
+	json_t *v = NULL;
+	int rc = api->store_get(s->self, s->store, key, (size_t)klen, &v, NULL);
+	if (rc == PLANT_E_NOTFOUND) {
+		it->reg = 0;
+		return PLANT_OK;
+	}
+	if (rc != PLANT_OK)
+		return rc;
+	it->reg = json_is_true(json_object_get(v, "broken")) ? REG_BROKEN : REG_OK;
+	json_decref(v);
+	reg_remember(s, it->sensor_id, it->reg, now);
+	return PLANT_OK;
+}
+
+/* Register every sensor of the batch seen for the first time, in one
+ * conditional write. A sensor someone registered meanwhile is read back. */
+static int registry_add_new(struct sensor *s, struct item *items, size_t n, uint64_t now)
+{
+	const struct plant_host_api *api = s->api;
+	size_t m = 0;
+	int rc = PLANT_OK;
+	json_t **vals = calloc(n, sizeof *vals);
+	const char **ids = calloc(n, sizeof *ids);
+	if (!vals || !ids) {
+		free(vals);
+		free(ids);
+		return PLANT_E_NOMEM;
+	}
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		if (it->fate != IT_GO || it->reg != 0)
+			continue;
+		bool seen = false;
+		for (size_t j = 0; j < m && !seen; j++)
+			seen = strcmp(ids[j], it->sensor_id) == 0;
+		if (seen)
+			continue;
+		free(s->keys[m]);
+		if (asprintf(&s->keys[m], "sensor/%s", it->sensor_id) < 0) {
+			s->keys[m] = NULL;
+			rc = PLANT_E_NOMEM;
+			goto out;
+		}
+		vals[m] = json_pack("{s:s,s:s,s:s,s:b,s:I}", "sensor_id", it->sensor_id, "type",
+				    it->type, "location", it->location, "broken", 0, "first_seen",
+				    (json_int_t)now);
+		s->ops[m] = (struct plant_store_op){
+			.key = s->keys[m],
+			.key_len = strlen(s->keys[m]),
+			.value = vals[m],
+			.cond = PLANT_PUT_IF_ABSENT,
+		};
+		ids[m++] = it->sensor_id;
+	}
+	while (m > 0) {
+		size_t failed = SIZE_MAX;
+		rc = api->store_batch(s->self, s->store, s->ops, m, &failed);
 		if (rc == PLANT_OK) {
-			*state_out =
-				json_is_true(json_object_get(v, "broken")) ? REG_BROKEN : REG_OK;
+			api->counter_add(s->self, "registered", m);
+			for (size_t j = 0; j < m; j++)
+				reg_remember(s, ids[j], REG_OK, now);
+			break;
+		}
+		if (rc != PLANT_E_CONDITION || failed >= m)
+			break;
+		/* registered meanwhile (another instance): its entry decides */
+		json_t *v = NULL;
+		rc = api->store_get(s->self, s->store, s->ops[failed].key, s->ops[failed].key_len,
+				    &v, NULL);
+		if (rc != PLANT_OK) {
 			json_decref(v);
 			break;
 		}
-		if (rc != PLANT_E_NOTFOUND)
-			return rc;
-		/* first seen */
-		json_t *entry = json_pack("{s:s,s:s,s:s,s:b,s:I}", "sensor_id", it->sensor_id,
-					  "type", it->type, "location", it->location, "broken", 0,
-					  "first_seen", (json_int_t)now);
-		rc = api->store_put(s->self, s->store, key, (size_t)klen, entry,
-				    PLANT_PUT_IF_ABSENT, 0, 0, NULL);
-		if (rc == PLANT_OK) {
-			api->counter_add(s->self, "registered", 1);
-			*state_out = REG_OK;
-			break;
-		}
-		if (rc != PLANT_E_CONDITION) /* else: registered meanwhile; read it */
-			return rc;
+		reg_remember(s, ids[failed],
+			     json_is_true(json_object_get(v, "broken")) ? REG_BROKEN : REG_OK, now);
+		json_decref(v);
+		json_decref(vals[failed]);
+		char *key = s->keys[failed];
+		size_t rest = m - failed - 1;
+		memmove(&s->ops[failed], &s->ops[failed + 1], rest * sizeof *s->ops);
+		memmove(&vals[failed], &vals[failed + 1], rest * sizeof *vals);
+		memmove(&ids[failed], &ids[failed + 1], rest * sizeof *ids);
+		memmove(&s->keys[failed], &s->keys[failed + 1], rest * sizeof *s->keys);
+		vals[m - 1] = NULL;
+		s->keys[--m] = key;
 	}
-	e = reg_find(&s->reg, it->sensor_id, true);
-	if (e) {
-		e->state = (uint8_t)*state_out;
-		e->checked_at = now;
+out:
+	for (size_t j = 0; j < n; j++)
+		json_decref(vals[j]);
+	free(vals);
+	free(ids);
+	if (rc != PLANT_OK)
+		return rc;
+	/* what the registry says now, for every new sensor of the batch */
+	for (size_t i = 0; i < n; i++) {
+		struct item *it = &items[i];
+		if (it->fate != IT_GO || it->reg != 0)
+			continue;
+		struct reg_entry *e = reg_find(&s->reg, it->sensor_id, false);
+		it->reg = e ? e->state : REG_OK;
 	}
 	return PLANT_OK;
 }
@@ -622,12 +704,11 @@ static void status_of(struct item *it)
 static int evaluate(struct sensor *s, struct item *it, uint64_t now)
 {
 	const struct model *md = it->model;
-	int state = REG_OK;
-	int rc = registry_state(s, it, now, &state);
-	if (rc != PLANT_OK)
-		return rc;
+	int rc;
 	it->reason[0] = '\0';
-	if (state == REG_BROKEN) {
+	/* a reading earlier in the batch may have broken it */
+	struct reg_entry *e = reg_find(&s->reg, it->sensor_id, false);
+	if (it->reg == REG_BROKEN || (e && e->state == REG_BROKEN)) {
 		it->status = "broken";
 		snprintf(it->reason, sizeof it->reason, "marked broken earlier");
 		return PLANT_OK;
@@ -854,7 +935,20 @@ static int on_readings(void *state, const plant_msg *const *msgs, size_t n, void
 		return PLANT_E_NOMEM; /* unsettled: back after the timeout */
 	}
 	s->buf_len = 0;
+	/* the registry: what it says of each sensor, registering new ones */
 	bool failing = false;
+	for (size_t i = 0; i < n && rc == PLANT_OK; i++)
+		if (items[i].fate == IT_GO)
+			rc = registry_lookup(s, &items[i], now);
+	if (rc == PLANT_OK)
+		rc = registry_add_new(s, items, n, now);
+	if (rc != PLANT_OK) {
+		if (!s->store_failing)
+			api->log(s->self, PLANT_LOG_ERROR,
+				 "store: registry unavailable: %s (readings come back later)",
+				 plant_status_name(rc));
+		failing = true;
+	}
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &items[i];
 		if (it->fate == IT_DUP) {
