@@ -173,6 +173,8 @@ struct sensor {
 	struct plant_store_op *ops;
 	char **keys;
 	struct plant_publish *pubs;
+	const char **set; /* batch_set_add() */
+	size_t set_cap;
 	char *buf;
 	size_t buf_len, buf_cap;
 	/* counts */
@@ -452,6 +454,25 @@ static void reject(struct sensor *s, struct item *it)
 
 /* ---- idempotency -------------------------------------------------------- */
 
+/* A set of strings for one batch (open addressing over s->set, whose size
+ * is a power of two at least twice the batch): false when `str` was in. */
+static bool batch_set_add(struct sensor *s, const char *str)
+{
+	size_t mask = s->set_cap - 1, j = hash_str(str) & mask;
+	while (s->set[j]) {
+		if (strcmp(s->set[j], str) == 0)
+			return false;
+		j = (j + 1) & mask;
+	}
+	s->set[j] = str;
+	return true;
+}
+
+static void batch_set_clear(struct sensor *s)
+{
+	memset(s->set, 0, s->set_cap * sizeof *s->set);
+}
+
 /* Claim every reading of the batch in one conditional write. A claim names
  * the bus message that made it: the same message back again (a crash, or a
  * failed publish, before its ack) is processed again; another message with
@@ -463,37 +484,37 @@ static int claim(struct sensor *s, struct item *items, size_t n)
 	if (!s->window_ms)
 		return PLANT_OK;
 	size_t *idx = malloc(n * sizeof *idx);
-	json_t **vals = calloc(n, sizeof *vals);
-	if (!idx || !vals) {
+	/* the claims' values as text ({"m": MSG_ID}): no tree to build and dump */
+	char(*txt)[48] = malloc(n * sizeof *txt);
+	if (!idx || !txt) {
 		free(idx);
-		free(vals);
+		free(txt);
 		return PLANT_E_NOMEM;
 	}
 	size_t m = 0;
 	int rc = PLANT_OK;
+	batch_set_clear(s);
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &items[i];
 		if (it->fate != IT_GO)
 			continue;
 		/* the same id twice in one batch: the first one counts */
-		for (size_t j = 0; j < m; j++)
-			if (strcmp(items[idx[j]].id, it->id) == 0) {
-				it->fate = IT_DUP;
-				break;
-			}
-		if (it->fate != IT_GO)
+		if (!batch_set_add(s, it->id)) {
+			it->fate = IT_DUP;
 			continue;
+		}
 		free(s->keys[m]);
 		if (asprintf(&s->keys[m], "reading/%s", it->id) < 0) {
 			s->keys[m] = NULL;
 			rc = PLANT_E_NOMEM;
 			goto out;
 		}
-		vals[m] = json_pack("{s:s}", "m", api->msg_id(it->msg));
+		int tlen = snprintf(txt[m], sizeof txt[m], "{\"m\":\"%s\"}", api->msg_id(it->msg));
 		s->ops[m] = (struct plant_store_op){
 			.key = s->keys[m],
 			.key_len = strlen(s->keys[m]),
-			.value = vals[m],
+			.value_text = txt[m],
+			.value_text_len = (size_t)tlen,
 			.cond = PLANT_PUT_IF_ABSENT,
 			.ttl_ms = s->window_ms,
 		};
@@ -518,20 +539,15 @@ static int claim(struct sensor *s, struct item *items, size_t n)
 			it->fate = IT_DUP;
 		json_decref(held);
 		/* drop it from the batch and try the rest again */
-		json_decref(vals[failed]);
 		char *key = s->keys[failed];
 		memmove(&s->ops[failed], &s->ops[failed + 1], (m - failed - 1) * sizeof *s->ops);
-		memmove(&vals[failed], &vals[failed + 1], (m - failed - 1) * sizeof *vals);
 		memmove(&idx[failed], &idx[failed + 1], (m - failed - 1) * sizeof *idx);
 		memmove(&s->keys[failed], &s->keys[failed + 1], (m - failed - 1) * sizeof *s->keys);
-		vals[m - 1] = NULL; /* moved down */
 		s->keys[--m] = key;
 		rc = PLANT_OK;
 	}
 out:
-	for (size_t j = 0; j < n; j++)
-		json_decref(vals[j]);
-	free(vals);
+	free(txt);
 	free(idx);
 	return rc;
 }
@@ -588,14 +604,12 @@ static int registry_add_new(struct sensor *s, struct item *items, size_t n, uint
 		free(ids);
 		return PLANT_E_NOMEM;
 	}
+	batch_set_clear(s);
 	for (size_t i = 0; i < n; i++) {
 		struct item *it = &items[i];
 		if (it->fate != IT_GO || it->reg != 0)
 			continue;
-		bool seen = false;
-		for (size_t j = 0; j < m && !seen; j++)
-			seen = strcmp(ids[j], it->sensor_id) == 0;
-		if (seen)
+		if (!batch_set_add(s, it->sensor_id))
 			continue;
 		free(s->keys[m]);
 		if (asprintf(&s->keys[m], "sensor/%s", it->sensor_id) < 0) {
@@ -1047,6 +1061,7 @@ static void sensor_destroy(void *state)
 	free(s->items);
 	free(s->ops);
 	free(s->pubs);
+	free(s->set);
 	free(s->buf);
 	if (s->errors)
 		fclose(s->errors);
@@ -1082,7 +1097,11 @@ static int sensor_init(plant_instance *self, const struct plant_host_api *api, c
 	s->ops = calloc(s->batch, sizeof *s->ops);
 	s->keys = calloc(s->batch, sizeof *s->keys);
 	s->pubs = calloc(s->batch, sizeof *s->pubs);
-	if (!s->items || !s->ops || !s->keys || !s->pubs) {
+	s->set_cap = 1;
+	while (s->set_cap < 2 * (size_t)s->batch)
+		s->set_cap *= 2;
+	s->set = calloc(s->set_cap, sizeof *s->set);
+	if (!s->items || !s->ops || !s->keys || !s->pubs || !s->set) {
 		api->error(self, NULL, "out of memory");
 		sensor_destroy(s);
 		return PLANT_E_NOMEM;
