@@ -14,6 +14,7 @@
 #include "bus.h"
 #include "clock.h"
 #include "jsoncheck.h"
+#include "jsonfields.h"
 #include "log.h"
 #include "metrics.h"
 #include "msg.h"
@@ -662,6 +663,15 @@ static const char *api_msg_body_text(const plant_msg *dm, size_t *len_out)
 	return m->text;
 }
 
+static int api_msg_fields(const plant_msg *dm, const char *const *keys, size_t n,
+			  struct plant_field *out)
+{
+	const struct plant_msg *m = msg_resolve(dm);
+	if (!m || !keys || !out)
+		return PLANT_E_INVALID;
+	return json_fields(m->text, m->len, keys, n, out);
+}
+
 static const json_t *api_msg_body(const plant_msg *m)
 {
 	return msg_tree(msg_resolve(m));
@@ -1029,6 +1039,7 @@ const struct plant_host_api host_api = {
 	.hold = api_hold,
 	.release = api_release,
 	.reject = api_reject,
+	.msg_fields = api_msg_fields,
 };
 
 /* ---- the site ------------------------------------------------------------------ */

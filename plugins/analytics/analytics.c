@@ -120,6 +120,7 @@ struct analytics {
 
 	/* settings, [borrowed] from the config (valid until destroy) */
 	const char *queue, *group_by, *field, *sensor_key, *report_topic;
+	const char *keys[4]; /* for msg_fields: group_by, field, "status", sensor_key */
 	const json_t *exclude;
 	uint64_t interval_ms, window_ms, ttl_ms, carry_ms;
 	bool per_sensor;
@@ -491,6 +492,48 @@ static void count_reading(struct analytics *a, const json_t *body, struct acc *g
 	}
 }
 
+/* A string field as a NUL-terminated copy in `buf`; NULL when it is not a
+ * string without escapes that fits. */
+static const char *field_cstr(const struct plant_field *f, char *buf, size_t cap)
+{
+	if (f->type != PLANT_FIELD_STRING || f->escaped || f->len >= cap)
+		return NULL;
+	memcpy(buf, f->str, f->len);
+	buf[f->len] = '\0';
+	return buf;
+}
+
+/* count_reading() from fields read without a tree. */
+static void count_fields(struct analytics *a, const struct plant_field *f, struct acc *g)
+{
+	double x = f[1].num;
+	g->readings++;
+	a->readings++;
+	if (f[1].type != PLANT_FIELD_NUMBER)
+		return;
+	if (f[2].type == PLANT_FIELD_STRING) {
+		size_t i;
+		const json_t *v;
+		json_array_foreach(a->exclude, i, v)
+		{
+			const char *ex = json_string_value(v);
+			if (strlen(ex) == f[2].len && memcmp(ex, f[2].str, f[2].len) == 0)
+				return;
+		}
+	}
+	if (!isfinite(g->sum + x))
+		return;
+	acc_add(g, x);
+	a->used++;
+	if (a->per_sensor) {
+		char buf[512];
+		const char *sensor = field_cstr(&f[3], buf, sizeof buf);
+		struct acc *s = sensor && *sensor ? acc_get(&a->sensors, sensor) : NULL;
+		if (s && isfinite(s->sum + x))
+			acc_add(s, x);
+	}
+}
+
 /* Counted before a restart, and still remembered? */
 static bool carried(const struct analytics *a, const char *id)
 {
@@ -536,12 +579,24 @@ static int an_on_messages(void *state, const plant_msg *const *msgs, size_t n, v
 			}
 			continue;
 		}
-		body = api->msg_body(m);
-		if (!json_is_object(body)) {
+		/* the fields from the text, in one pass; the tree only for
+		 * strings with escapes */
+		struct plant_field f[4];
+		char gbuf[512];
+		body = NULL;
+		if (api->msg_fields(m, a->keys, 4, f) != PLANT_OK) {
 			note_invalid(a, m, "not a JSON object");
 			continue;
 		}
-		group = json_string_value(json_object_get(body, a->group_by));
+		if ((f[0].type == PLANT_FIELD_STRING && f[0].escaped) ||
+		    (f[2].type == PLANT_FIELD_STRING && f[2].escaped) ||
+		    (a->per_sensor && f[3].type == PLANT_FIELD_STRING && f[3].escaped) ||
+		    (f[0].type == PLANT_FIELD_STRING && f[0].len >= sizeof gbuf)) {
+			body = api->msg_body(m);
+			group = json_string_value(json_object_get(body, a->group_by));
+		} else {
+			group = field_cstr(&f[0], gbuf, sizeof gbuf);
+		}
 		if (!group || !*group) {
 			note_invalid(a, m, "no group field (a non-empty string)");
 			continue;
@@ -559,7 +614,10 @@ static int an_on_messages(void *state, const plant_msg *const *msgs, size_t n, v
 			rc = PLANT_E_NOMEM;
 			continue;
 		}
-		count_reading(a, body, g);
+		if (body)
+			count_reading(a, body, g);
+		else
+			count_fields(a, f, g);
 	}
 	api->gauge_set(a->self, "pending", (double)a->n_held);
 	return rc;
@@ -936,8 +994,8 @@ static int an_init(plant_instance *self, const struct plant_host_api *api, const
 	rc = check_config(self, api, config);
 	if (rc != PLANT_OK)
 		return rc;
-	if (!PLANT_API_HAS(api, hold) || !PLANT_API_HAS(api, release)) {
-		api->error(self, NULL, "this host cannot hold queue messages (SDK 1.3 needed)");
+	if (!PLANT_API_HAS(api, msg_fields) || !PLANT_API_HAS(api, hold)) {
+		api->error(self, NULL, "this host is too old (SDK 1.4 needed)");
 		return PLANT_E_UNSUPPORTED;
 	}
 
@@ -952,6 +1010,10 @@ static int an_init(plant_instance *self, const struct plant_host_api *api, const
 	a->group_by = json_string_value(json_object_get(config, "group_by"));
 	a->field = json_string_value(json_object_get(config, "field"));
 	a->sensor_key = json_string_value(json_object_get(config, "sensor_key"));
+	a->keys[0] = a->group_by;
+	a->keys[1] = a->field;
+	a->keys[2] = "status";
+	a->keys[3] = a->sensor_key;
 	a->report_topic = json_string_value(json_object_get(config, "report_topic"));
 	a->exclude = json_object_get(config, "exclude_status");
 	a->per_sensor = json_is_true(json_object_get(config, "per_sensor"));

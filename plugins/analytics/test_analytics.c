@@ -11,11 +11,13 @@
 #include <cmocka.h>
 
 #include "analytics.c"
+#include "jsonfields.h"
 
 /* A delivery or a held handle. */
 struct plant_msg {
 	char id[32];
 	json_t *body;
+	const char *text; /* the body's text, while deliver() runs */
 	uint32_t receive_count;
 	bool handle;
 };
@@ -117,6 +119,15 @@ static const json_t *m_msg_body(const plant_msg *m)
 	return m->body;
 }
 
+/* The host's own reading of fields (host/jsonfields.c). */
+static int m_msg_fields(const plant_msg *m, const char *const *keys, size_t n,
+			struct plant_field *out)
+{
+	if (!m->text)
+		fail_msg("msg_fields on a held handle");
+	return json_fields(m->text, strlen(m->text), keys, n, out);
+}
+
 static uint32_t m_msg_receive_count(const plant_msg *m)
 {
 	return m->receive_count;
@@ -158,6 +169,7 @@ static const plant_msg *m_hold(plant_instance *self, const plant_msg *m)
 
 	(void)self;
 	*h = *m;
+	h->text = NULL;
 	h->handle = true;
 	json_incref(h->body);
 	mock.live_handles++;
@@ -230,6 +242,7 @@ static const struct plant_host_api api = {
 	.consume = m_consume,
 	.ack = m_ack,
 	.hold = m_hold,
+	.msg_fields = m_msg_fields,
 	.release = m_release,
 	.store_open = m_store_open,
 	.store_get = m_store_get,
@@ -321,6 +334,7 @@ static void deliver(struct inst *in, const char *id, uint32_t rc, const char *js
 
 	snprintf(m.id, sizeof(m.id), "%s", id);
 	m.body = json_loads(json, JSON_DECODE_ANY, NULL);
+	m.text = json;
 	assert_int_equal(mock.handler(in->a, v, 1, NULL), PLANT_OK);
 	json_decref(m.body);
 }

@@ -147,8 +147,11 @@ static void reg_free(struct reg_cache *c)
 
 struct item {
 	const plant_msg *msg;
-	const json_t *body;
+	const json_t *body; /* the tree, only when the text did not do */
 	const char *id, *sensor_id, *location, *type;
+	bool added; /* the raw reading has a field we add */
+	/* the strings read from the text, when no tree was needed */
+	char s_id[257], s_sensor[257], s_location[257], s_type[65];
 	const struct model *model;
 	double x; /* resistance or value */
 	enum { IT_GO, IT_BAD, IT_DUP } fate;
@@ -365,8 +368,23 @@ static const char *str_field(struct item *it, const char *key, size_t maxlen)
 	return json_string_value(v);
 }
 
-/* Fills `it` from its message, or says why it cannot be processed. */
-static bool parse(const struct sensor *s, struct item *it)
+/* Does the raw reading already carry a field we would add? */
+static bool has_added_fields(const struct item *it)
+{
+	static const char *const added[] = {"status", "processed_at", "temp_k",
+					    "temp_c", "value",	      "unit"};
+	for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
+		if (!it->model->thermistor && (i == 4 || i == 5))
+			continue;
+		if (json_object_get(it->body, added[i]))
+			return true;
+	}
+	return false;
+}
+
+/* Fills `it` from its message's tree, or says why it cannot be
+ * processed. */
+static bool parse_tree(const struct sensor *s, struct item *it)
 {
 	it->body = s->api->msg_body(it->msg);
 	if (!json_is_object(it->body)) {
@@ -406,6 +424,110 @@ static bool parse(const struct sensor *s, struct item *it)
 		snprintf(it->reason, sizeof it->reason, "negative resistance %g ohm", it->x);
 		return false;
 	}
+	it->added = has_added_fields(it);
+	return true;
+}
+
+enum {
+	F_ID,
+	F_SENSOR,
+	F_LOCATION,
+	F_TYPE,
+	F_MODEL,
+	F_RESISTANCE,
+	F_VALUE,
+	F_STATUS, /* the fields we add, from here on */
+	F_PROCESSED_AT,
+	F_TEMP_K,
+	F_TEMP_C,
+	F_UNIT,
+	F_N
+};
+
+static const char *const field_keys[F_N] = {
+	"id",	 "sensor_id", "location",     "type",	"model",  "resistance",
+	"value", "status",    "processed_at", "temp_k", "temp_c", "unit",
+};
+
+/* A string field into `buf`, or why not. */
+static bool field_str(struct item *it, const struct plant_field *f, const char *key, char *buf,
+		      size_t cap)
+{
+	if (f->type == PLANT_FIELD_ABSENT) {
+		snprintf(it->reason, sizeof it->reason, "missing \"%s\"", key);
+		return false;
+	}
+	if (f->type != PLANT_FIELD_STRING || f->len == 0 || f->len >= cap) {
+		snprintf(it->reason, sizeof it->reason,
+			 "\"%s\" must be a string of 1..%zu characters", key, cap - 1);
+		return false;
+	}
+	memcpy(buf, f->str, f->len);
+	buf[f->len] = '\0';
+	return true;
+}
+
+/* Fills `it` from its message's text, in one pass and without a tree (the
+ * tree only for the rare reading whose strings have escapes), or says why
+ * it cannot be processed. */
+static bool parse(const struct sensor *s, struct item *it)
+{
+	struct plant_field f[F_N];
+	if (s->api->msg_fields(it->msg, field_keys, F_N, f) != PLANT_OK) {
+		snprintf(it->reason, sizeof it->reason, "not a JSON object");
+		return false;
+	}
+	for (int i = F_ID; i <= F_MODEL; i++)
+		if (f[i].type == PLANT_FIELD_STRING && f[i].escaped)
+			return parse_tree(s, it);
+	if (!field_str(it, &f[F_ID], "id", it->s_id, sizeof it->s_id) ||
+	    !field_str(it, &f[F_SENSOR], "sensor_id", it->s_sensor, sizeof it->s_sensor) ||
+	    !field_str(it, &f[F_LOCATION], "location", it->s_location, sizeof it->s_location) ||
+	    !field_str(it, &f[F_TYPE], "type", it->s_type, sizeof it->s_type))
+		return false;
+	it->id = it->s_id;
+	it->sensor_id = it->s_sensor;
+	it->location = it->s_location;
+	it->type = it->s_type;
+	if (!topic_safe(it->type)) {
+		snprintf(it->reason, sizeof it->reason,
+			 "\"type\" must be lower-case letters, digits, '_' or '-'");
+		return false;
+	}
+	it->model = NULL;
+	if (f[F_MODEL].type == PLANT_FIELD_STRING && f[F_MODEL].len < 65) {
+		char model[65];
+		memcpy(model, f[F_MODEL].str, f[F_MODEL].len);
+		model[f[F_MODEL].len] = '\0';
+		it->model = model_find(s, model);
+	}
+	if (!it->model)
+		it->model = model_find(s, it->type);
+	if (!it->model) {
+		snprintf(it->reason, sizeof it->reason, "unknown sensor type \"%.64s\"", it->type);
+		return false;
+	}
+	const char *field = it->model->thermistor ? "resistance" : "value";
+	const struct plant_field *v = &f[it->model->thermistor ? F_RESISTANCE : F_VALUE];
+	if (v->type == PLANT_FIELD_ABSENT) {
+		snprintf(it->reason, sizeof it->reason, "missing \"%s\"", field);
+		return false;
+	}
+	if (v->type != PLANT_FIELD_NUMBER) {
+		snprintf(it->reason, sizeof it->reason, "\"%s\" must be a number", field);
+		return false;
+	}
+	it->x = v->num;
+	if (it->model->thermistor && it->x < 0) {
+		snprintf(it->reason, sizeof it->reason, "negative resistance %g ohm", it->x);
+		return false;
+	}
+	it->added = false;
+	for (int i = F_STATUS; i < F_N; i++)
+		if (f[i].type != PLANT_FIELD_ABSENT && (it->model->thermistor || (i != F_UNIT)))
+			it->added = true;
+	if (it->model->thermistor && f[F_VALUE].type != PLANT_FIELD_ABSENT)
+		it->added = true;
 	return true;
 }
 
@@ -767,20 +889,6 @@ static int buf_printf(struct sensor *s, const char *fmt, ...)
 	}
 }
 
-/* Does the raw reading already carry a field we would add? */
-static bool has_added_fields(const struct item *it)
-{
-	static const char *const added[] = {"status", "processed_at", "temp_k",
-					    "temp_c", "value",	      "unit"};
-	for (size_t i = 0; i < sizeof added / sizeof added[0]; i++) {
-		if (!it->model->thermistor && (i == 4 || i == 5))
-			continue;
-		if (json_object_get(it->body, added[i]))
-			return true;
-	}
-	return false;
-}
-
 /* The processed reading's text, appended to s->buf; its offset in *off. The
  * raw text is kept verbatim, the new fields appended to it. */
 static int processed_text(struct sensor *s, struct item *it, uint64_t now, size_t *off)
@@ -788,9 +896,9 @@ static int processed_text(struct sensor *s, struct item *it, uint64_t now, size_
 	*off = s->buf_len;
 	size_t len = 0;
 	const char *raw = s->api->msg_body_text(it->msg, &len);
-	if (has_added_fields(it)) {
+	if (it->added) {
 		/* the rare raw reading that has them: rebuild it as a tree */
-		json_t *o = json_deep_copy(it->body);
+		json_t *o = json_deep_copy(it->body ? it->body : s->api->msg_body(it->msg));
 		json_object_set_new(o, "status", json_string(it->status));
 		json_object_set_new(o, "processed_at", json_integer((json_int_t)now));
 		if (it->model->thermistor && strcmp(it->status, "broken") != 0) {
@@ -1071,8 +1179,8 @@ static void sensor_destroy(void *state)
 static int sensor_init(plant_instance *self, const struct plant_host_api *api, const json_t *config,
 		       void **state_out)
 {
-	if (!PLANT_API_HAS(api, reject) || !PLANT_API_HAS(api, publish_batch)) {
-		api->error(self, NULL, "this host is too old (SDK 1.3 needed)");
+	if (!PLANT_API_HAS(api, msg_fields) || !PLANT_API_HAS(api, reject)) {
+		api->error(self, NULL, "this host is too old (SDK 1.4 needed)");
 		return PLANT_E_ABI;
 	}
 	struct sensor *s = calloc(1, sizeof *s);

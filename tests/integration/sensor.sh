@@ -127,20 +127,24 @@ say "run 2, a new process: the duplicate is still known, the broken sensor still
   r r1 L01-S0001 10000
   r r7 L01-S0001 5000
   r r8 L04-S0001 10000
+  # strings with escapes take the tree's way: the same result
+  echo '{"id":"r\u0031\u0030","sensor_id":"L04-S\u00302","location":"L04","type":"thermistor","ts":1,"resistance":10000}'
 } >"$TEST_TMP/run2.jsonl"
 : >"$PROC"
 write_site "$TEST_TMP/run2.jsonl"
 LOG=$TEST_TMP/plantd2.log
 start_plantd -c "$CONF"
-wait_for_log 'replayed 3' 20
-wait_until 20 "two processed readings" file_lines_at_least "$PROC" 2
+wait_for_log 'replayed 4' 20
+wait_until 20 "three processed readings" file_lines_at_least "$PROC" 3
 wait_until 20 "the raw queue is drained" raw_empty
 stop_plantd TERM 20
 expect_exit 0
-[[ $(wc -l <"$PROC") == 2 ]] || fail "expected 2 processed readings, got: $(cat "$PROC")"
+[[ $(wc -l <"$PROC") == 3 ]] || fail "expected 3 processed readings, got: $(cat "$PROC")"
 [[ $(status_of r7) == broken ]] || fail "r7 of the broken sensor: status '$(status_of r7)'"
 [[ $(status_of r8) == ok ]] || fail "r8: status '$(status_of r8)'"
-expect_in_log -F 'sensor stopped: processed=2 duplicates=1 rejected=0'
+[[ $(status_of r10) == ok ]] || fail "r10 (escaped strings): status '$(status_of r10)'"
+[[ $(reg L04-S02 | jq -r .broken) == false ]] || fail "L04-S02 (escaped) should be registered: $(reg L04-S02)"
+expect_in_log -F 'sensor stopped: processed=3 duplicates=1 rejected=0'
 [[ $(dlq_depth) == 5 ]] || fail "the dead-letter queue should still hold 5, not $(dlq_depth)"
 
 say "bad models are config errors naming the key"

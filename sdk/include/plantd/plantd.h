@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 3
+#define PLANT_ABI_MINOR 4
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -155,6 +155,29 @@ struct plant_publish {
 	const char *dedup_key;	  /* queues accept a key once per dedup_window */
 	uint64_t delay_ms;	  /* queues hold the message back this long */
 	char id_out[32];	  /* the message id, set on success */
+};
+
+/* ---- fields without a tree [since 1.4] ----------------------------------------- */
+
+enum plant_field_type {
+	PLANT_FIELD_ABSENT = 0, /* the body has no such top-level key */
+	PLANT_FIELD_NULL,
+	PLANT_FIELD_BOOL,   /* num is 1 or 0 */
+	PLANT_FIELD_NUMBER, /* num holds it (a double, as jansson's real) */
+	PLANT_FIELD_STRING, /* str/len: its characters, without the quotes */
+	PLANT_FIELD_OBJECT, /* str/len: its JSON text */
+	PLANT_FIELD_ARRAY,  /* str/len: its JSON text */
+};
+
+/* One top-level field of a message body, read by msg_fields(). */
+struct plant_field {
+	int type;	 /* enum plant_field_type */
+	int escaped;	 /* a STRING with backslash escapes: str/len are its raw
+			  * text; read it decoded from msg_body() */
+	const char *str; /* [borrowed] from the message, for as long as it is;
+			  * not NUL-terminated */
+	size_t len;
+	double num;
 };
 
 /* ---- stores [since 1.2] ------------------------------------------------------ */
@@ -450,6 +473,16 @@ struct plant_host_api {
 	 * PLANT_E_UNSUPPORTED (the message left as it was) when the queue has
 	 * no dead-letter queue. Releases a held handle. */
 	int (*reject)(plant_instance *self, const plant_msg *msg, const char *reason);
+
+	/* ---- [since 1.4] ---- */
+
+	/* [any-thread] Read the top-level fields `keys[0..n)` of a message body
+	 * into `out[0..n)` in one pass over its text, building no tree: for a
+	 * handler that needs a few fields of many messages. A key the body
+	 * has twice gives its last value, as msg_body() does. PLANT_E_INVALID
+	 * when the body is not a JSON object. */
+	int (*msg_fields)(const plant_msg *msg, const char *const *keys, size_t n,
+			  struct plant_field *out);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
