@@ -1,5 +1,6 @@
 #include "jsonfields.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -51,12 +52,28 @@ static const char *nested_end(const char *p, const char *end)
 	return NULL;
 }
 
+/* p at a number: just past it. The text is valid JSON, so the characters
+ * of numbers are all there is to skip. */
+static const char *number_end(const char *p, const char *end)
+{
+	while (p < end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' ||
+			   *p == 'e' || *p == 'E'))
+		p++;
+	return p;
+}
+
+#define KEYS_FAST 32
+
 int json_fields(const char *text, size_t len, const char *const *keys, size_t n,
 		struct plant_field *out)
 {
 	const char *p = text, *end = text + len;
-	for (size_t i = 0; i < n; i++)
+	size_t klens[KEYS_FAST];
+	for (size_t i = 0; i < n; i++) {
 		out[i] = (struct plant_field){.type = PLANT_FIELD_ABSENT};
+		if (i < KEYS_FAST)
+			klens[i] = strlen(keys[i]);
+	}
 	p = skip_ws(p, end);
 	if (p >= end || *p != '{')
 		return PLANT_E_INVALID;
@@ -77,6 +94,16 @@ int json_fields(const char *text, size_t len, const char *const *keys, size_t n,
 		p = skip_ws(p + 1, end);
 		if (p >= end)
 			return PLANT_E_INVALID;
+		/* which keys want it: keys with escapes never match (none of
+		 * ours has any) */
+		size_t hit = SIZE_MAX;
+		for (size_t i = 0; i < n && !kesc; i++) {
+			size_t kl = i < KEYS_FAST ? klens[i] : strlen(keys[i]);
+			if (kl == klen && memcmp(keys[i], k, klen) == 0) {
+				hit = i;
+				break;
+			}
+		}
 		struct plant_field f = {.str = p};
 		const char *v = p;
 		switch (*p) {
@@ -105,23 +132,31 @@ int json_fields(const char *text, size_t len, const char *const *keys, size_t n,
 			f.len = *p == 'f' ? 5 : 4;
 			p += f.len;
 			break;
-		default: {
-			/* a number; the text goes on past it (a ',' or '}' at
-			 * least), so strtod stops inside it */
-			char *stop;
+		default:
+			/* a number: converted only when a key wants it (the
+			 * text goes on past it, so strtod stops inside it) */
 			f.type = PLANT_FIELD_NUMBER;
-			f.num = strtod(p, &stop);
-			if (stop == p || stop > end)
+			p = number_end(p, end);
+			if (p == v)
 				return PLANT_E_INVALID;
-			p = stop;
 			f.len = (size_t)(p - v);
+			if (hit != SIZE_MAX) {
+				char *stop;
+				f.num = strtod(v, &stop);
+				if (stop != p)
+					return PLANT_E_INVALID;
+			}
 			break;
 		}
+		if (hit != SIZE_MAX) {
+			/* the last of duplicate keys wins, as in jansson; the
+			 * same key twice in `keys` gets it in every place */
+			for (size_t i = hit; i < n; i++) {
+				size_t kl = i < KEYS_FAST ? klens[i] : strlen(keys[i]);
+				if (kl == klen && memcmp(keys[i], k, klen) == 0)
+					out[i] = f;
+			}
 		}
-		/* keys with escapes never match: none of ours has any */
-		for (size_t i = 0; i < n && !kesc; i++)
-			if (strlen(keys[i]) == klen && memcmp(keys[i], k, klen) == 0)
-				out[i] = f;
 		p = skip_ws(p, end);
 		if (p < end && *p == ',') {
 			p = skip_ws(p + 1, end);

@@ -923,9 +923,11 @@ static int processed_text(struct sensor *s, struct item *it, uint64_t now, size_
 		       empty ? "" : ",", it->status, now))
 		return -1;
 	if (it->model->thermistor && strcmp(it->status, "broken") != 0) {
-		double c = it->kelvin - SH_ZERO_C;
-		if (buf_printf(s,
-			       ",\"temp_k\":%.17g,\"temp_c\":%.17g,\"value\":%.17g,\"unit\":\"C\"",
+		/* 13 significant digits: far below any thermistor's accuracy;
+		 * the value is the same text as temp_c */
+		char c[40];
+		snprintf(c, sizeof c, "%.13g", it->kelvin - SH_ZERO_C);
+		if (buf_printf(s, ",\"temp_k\":%.13g,\"temp_c\":%s,\"value\":%s,\"unit\":\"C\"",
 			       it->kelvin, c, c))
 			return -1;
 	}
