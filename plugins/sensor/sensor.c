@@ -74,7 +74,7 @@ static const struct model_default model_defaults[] = {
 	{"thermistor", true, 0.1, 20500.0, -13.0, 120.0, "ohm"},
 	{"vibration", false, 0.0, 50.0, -INFINITY, 0.8, "g"},
 	{"pressure", false, 0.0, 25.0, 5.0, 8.0, "bar"},
-	{"power", false, 0.0, 1000.0, -INFINITY, 90.0, "kW"},
+	{"power", false, 0.0, 1000.0, -INFINITY, 75.0, "kW"},
 };
 
 /* ---- the registry cache ------------------------------------------------ */
