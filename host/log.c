@@ -62,40 +62,65 @@ void log_close(void)
 	pthread_mutex_unlock(&log_lock);
 }
 
+/* A log line being built: the whole line goes out in one write, so that
+ * nothing else written to the same stderr (a plugin's own lines) can land
+ * inside it. Too long a line is cut, never split. */
+struct line {
+	char buf[4096];
+	size_t len;
+};
+
+static void put(struct line *l, const char *s, size_t n)
+{
+	size_t room = sizeof l->buf - 1 - l->len; /* keep one for the newline */
+	if (n > room)
+		n = room;
+	memcpy(l->buf + l->len, s, n);
+	l->len += n;
+}
+
+static void puts_(struct line *l, const char *s)
+{
+	put(l, s, strlen(s));
+}
+
 /* logfmt value: quoted when it holds a space, a quote, '=' or a control
  * character, with \" \\ \n \t escapes. */
-static void put_value(FILE *f, const char *v)
+static void put_value(struct line *l, const char *v)
 {
 	int quote = *v == '\0';
 	for (const char *p = v; *p && !quote; p++)
 		quote = (unsigned char)*p <= ' ' || *p == '"' || *p == '=' || *p == '\\';
 	if (!quote) {
-		fputs(v, f);
+		puts_(l, v);
 		return;
 	}
-	fputc('"', f);
+	put(l, "\"", 1);
 	for (const char *p = v; *p; p++) {
 		switch (*p) {
 		case '"':
-			fputs("\\\"", f);
+			puts_(l, "\\\"");
 			break;
 		case '\\':
-			fputs("\\\\", f);
+			puts_(l, "\\\\");
 			break;
 		case '\n':
-			fputs("\\n", f);
+			puts_(l, "\\n");
 			break;
 		case '\t':
-			fputs("\\t", f);
+			puts_(l, "\\t");
 			break;
 		default:
-			if ((unsigned char)*p < ' ')
-				fprintf(f, "\\x%02x", (unsigned char)*p);
-			else
-				fputc(*p, f);
+			if ((unsigned char)*p < ' ') {
+				char x[8];
+				snprintf(x, sizeof x, "\\x%02x", (unsigned char)*p);
+				puts_(l, x);
+			} else {
+				put(l, p, 1);
+			}
 		}
 	}
-	fputc('"', f);
+	put(l, "\"", 1);
 }
 
 void log_vwrite(int level, const char *inst, const char *fmt, va_list ap)
@@ -115,16 +140,20 @@ void log_vwrite(int level, const char *inst, const char *fmt, va_list ap)
 	size_t n = strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%S", &tm);
 	snprintf(when + n, sizeof when - n, ".%03ldZ", ts.tv_nsec / 1000000);
 
+	struct line l;
+	l.len = (size_t)snprintf(l.buf, sizeof l.buf, "ts=%s level=%s", when,
+				 level_names[level > 3 ? 3 : level]);
+	if (inst) {
+		puts_(&l, " inst=");
+		put_value(&l, inst);
+	}
+	puts_(&l, " msg=");
+	put_value(&l, msg);
+	l.buf[l.len++] = '\n';
+
 	pthread_mutex_lock(&log_lock);
 	FILE *f = log_out ? log_out : stderr;
-	fprintf(f, "ts=%s level=%s", when, level_names[level > 3 ? 3 : level]);
-	if (inst) {
-		fputs(" inst=", f);
-		put_value(f, inst);
-	}
-	fputs(" msg=", f);
-	put_value(f, msg);
-	fputc('\n', f);
+	fwrite(l.buf, 1, l.len, f);
 	fflush(f);
 	pthread_mutex_unlock(&log_lock);
 }
