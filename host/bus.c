@@ -920,9 +920,12 @@ int bus_reject(const plant_msg *msg, const char *reason)
 	if (d->settled)
 		return PLANT_E_STATE;
 	int rc = queue_reject(d->queue, d, reason, clock_now_ms());
-	/* without a dead-letter queue the message (and a handle) stay as they
-	 * were, for the plugin to settle otherwise */
-	return rc == PLANT_E_UNSUPPORTED ? rc : settled(d, rc);
+	/* not settled (no dead-letter queue, a full one, out of memory): the
+	 * message and a handle stay as they were, for the plugin to settle
+	 * otherwise */
+	if (rc == PLANT_E_UNSUPPORTED || rc == PLANT_E_FULL || rc == PLANT_E_NOMEM)
+		return rc;
+	return settled(d, rc);
 }
 
 const plant_msg *bus_hold(const plant_msg *msg)

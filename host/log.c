@@ -72,7 +72,8 @@ struct line {
 
 static void put(struct line *l, const char *s, size_t n)
 {
-	size_t room = sizeof l->buf - 1 - l->len; /* keep one for the newline */
+	/* two kept: a closing quote and the newline */
+	size_t room = sizeof l->buf - 2 - l->len;
 	if (n > room)
 		n = room;
 	memcpy(l->buf + l->len, s, n);
@@ -120,7 +121,7 @@ static void put_value(struct line *l, const char *v)
 			}
 		}
 	}
-	put(l, "\"", 1);
+	l->buf[l->len++] = '"'; /* room was kept for it */
 }
 
 void log_vwrite(int level, const char *inst, const char *fmt, va_list ap)

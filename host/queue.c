@@ -1052,6 +1052,11 @@ int queue_nack(struct queue *q, struct delivery *d, uint64_t delay_ms, const cha
 
 int queue_reject(struct queue *q, struct delivery *d, const char *reason, uint64_t now)
 {
+	/* a full dead-letter queue refuses now, leaving the message in flight
+	 * (the plugin nacks it, or it times out): no spin of reject, come
+	 * back, reject */
+	if (q->dlq && queue_room(q->dlq) == 0)
+		return PLANT_E_FULL;
 	pthread_mutex_lock(&q->lock);
 	struct slot *s = q->dlq ? slot_of(q, d->receipt) : NULL;
 	if (!s) {

@@ -144,8 +144,9 @@ void delivery_free(struct delivery *d);
 
 /* Settle a received message as unprocessable: to the dead-letter queue now,
  * with `reason` kept as its "dlq_reason" attribute. PLANT_E_UNSUPPORTED
- * when `q` has no dead-letter queue, PLANT_E_NOTFOUND when the receipt is
- * stale. A dead-letter queue that is full leaves the message in `q`. */
+ * when `q` has no dead-letter queue, PLANT_E_FULL when it is full (the
+ * message stays in flight in both cases), PLANT_E_NOTFOUND when the receipt
+ * is stale. */
 int queue_reject(struct queue *q, struct delivery *d, const char *reason, uint64_t now);
 
 /* Time passes: in-flight messages past their deadline become visible again

@@ -692,6 +692,31 @@ static void test_reject_dead_letters_now(void **state)
 	assert_int_equal(qstat(f, "plain", "redelivered"), 1);
 }
 
+/* A full dead-letter queue refuses a reject: the message stays in flight
+ * (no spin of reject, come back, reject), for the plugin to nack. */
+static void test_reject_into_a_full_dead_letter_queue(void **state)
+{
+	struct fx *f = *state;
+	struct holder h = {.reject = 1};
+	declare(f, "work",
+		"{\"subscribe\": [\"job.*\"], \"visibility_timeout\": \"5s\","
+		" \"dead_letter\": \"work.dlq\"}");
+	declare(f, "work.dlq", "{\"max_depth\": 1}");
+	link_dead_letters(f);
+	assert_int_equal(bus_consume(f->bus, "work", &f->a, &f->a.actor, hold_handler, &h, 0, NULL),
+			 PLANT_OK);
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(publish(f, "job.a", i), PLANT_OK);
+	wait_holder(f, &h, 3);
+	assert_int_equal(h.rejected, 1);
+	assert_int_equal(qstat(f, "work.dlq", "depth"), 1);
+	/* the two refused are in flight, not handed out again */
+	assert_int_equal(qstat(f, "work", "in_flight"), 2);
+	bus_tick(f->bus, clock_now_ms());
+	settle(f);
+	assert_int_equal(atomic_load(&h.seen), 3);
+}
+
 /* A deduplication key: the second publish is not delivered; a delay holds a
  * message back until the clock gets there. */
 static void test_publish_ex_dedup_and_delay(void **state)
@@ -953,6 +978,8 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_publish_ex_dedup_and_delay, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_hold_settles_later, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reject_dead_letters_now, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reject_into_a_full_dead_letter_queue, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_unsubscribe_owner_pending_batch, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_unsubscribe_owner_running_batch, setup,

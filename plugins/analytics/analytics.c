@@ -576,6 +576,8 @@ static int an_on_messages(void *state, const plant_msg *const *msgs, size_t n, v
 			if (h) {
 				api->release(a->self, a->held[json_integer_value(pos)]);
 				a->held[json_integer_value(pos)] = h;
+			} else {
+				rc = PLANT_E_NOMEM; /* not acked: it comes back */
 			}
 			continue;
 		}

@@ -540,8 +540,13 @@ static void reject(struct sensor *s, struct item *it)
 	api->counter_add(s->self, "rejected", 1);
 	api->log(s->self, PLANT_LOG_WARN, "bad reading %s: %s", api->msg_id(it->msg), it->reason);
 	int rc = api->reject(s->self, it->msg, it->reason);
-	if (rc == PLANT_OK)
+	if (rc == PLANT_OK || rc == PLANT_E_NOTFOUND) /* done, or back already */
 		return;
+	if (rc != PLANT_E_UNSUPPORTED) {
+		/* a full dead-letter queue, say: again in a minute */
+		api->nack(s->self, it->msg, 60000, it->reason);
+		return;
+	}
 	/* no dead-letter queue: keep it in errors/ rather than lose it */
 	if (!s->errors) {
 		char dir[4096], path[4200];
@@ -972,7 +977,7 @@ static void topic_for(const struct sensor *s, const char *type, char *out, size_
 
 /* Publish items[0..n) (those with a text) in one go; settle each. */
 static void publish_all(struct sensor *s, struct item *items, size_t n, const size_t *offs,
-			const size_t *lens, char (*topics)[128], bool notify)
+			const size_t *lens, char (*topics)[128], bool notify, size_t *nlens)
 {
 	const struct plant_host_api *api = s->api;
 	size_t m = 0;
@@ -1010,6 +1015,7 @@ static void publish_all(struct sensor *s, struct item *items, size_t n, const si
 			s->processed++;
 		} else {
 			api->nack(s->self, items[i].msg, 1000, plant_status_name(rc));
+			nlens[i] = 0; /* notified when it is processed again */
 		}
 	}
 	api->counter_add(s->self, "processed", done);
@@ -1116,8 +1122,8 @@ static int on_readings(void *state, const plant_msg *const *msgs, size_t n, void
 		s->store_failing = false;
 		api->log(s->self, PLANT_LOG_INFO, "store: working again");
 	}
-	publish_all(s, items, n, offs, lens, topics, false);
-	publish_all(s, items, n, noffs, nlens, NULL, true);
+	publish_all(s, items, n, offs, lens, topics, false, nlens);
+	publish_all(s, items, n, noffs, nlens, NULL, true, NULL);
 	free(offs);
 	free(lens);
 	free(noffs);

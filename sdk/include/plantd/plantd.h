@@ -470,8 +470,10 @@ struct plant_host_api {
 	/* [instance] Settle a queue message as one that can never be
 	 * processed: it goes to the queue's dead-letter queue now, whatever
 	 * its receive count, with `reason` in its "dlq_reason" attribute.
-	 * PLANT_E_UNSUPPORTED (the message left as it was) when the queue has
-	 * no dead-letter queue. Releases a held handle. */
+	 * When it cannot, the message (and a held handle) is left as it was,
+	 * for the plugin to nack or ack: PLANT_E_UNSUPPORTED when the queue
+	 * has no dead-letter queue, PLANT_E_FULL when that is full,
+	 * PLANT_E_NOMEM. Otherwise a held handle is released. */
 	int (*reject)(plant_instance *self, const plant_msg *msg, const char *reason);
 
 	/* ---- [since 1.4] ---- */
