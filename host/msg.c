@@ -11,9 +11,14 @@ static _Atomic uint64_t id_seq;
 
 void msg_make_id(uint64_t ts, char out[MSG_ID_LEN + 1])
 {
+	static const char hex[] = "0123456789abcdef";
 	uint64_t seq = atomic_fetch_add_explicit(&id_seq, 1, memory_order_relaxed);
-	snprintf(out, MSG_ID_LEN + 1, "%016llx%08llx", (unsigned long long)ts,
-		 (unsigned long long)(seq & 0xffffffffu));
+	/* %016llx%08llx, without printf on the path of every publish */
+	for (int i = 15; i >= 0; i--, ts >>= 4)
+		out[i] = hex[ts & 0xf];
+	for (int i = 23; i >= 16; i--, seq >>= 4)
+		out[i] = hex[seq & 0xf];
+	out[MSG_ID_LEN] = '\0';
 }
 
 static struct plant_msg *msg_alloc(const char *topic, const char *text, size_t len)
