@@ -88,6 +88,13 @@ static const struct plant_config_key config_keys[] = {
 		.default_value = "\"7d\"",
 		.description = "stored reports expire after this long (0: never)",
 	},
+	{
+		.name = "dedup_key",
+		.type = PLANT_CFG_STRING,
+		.default_value = "\"id\"",
+		.description = "the body field that identifies a reading: one published "
+			       "twice is counted once; \"\" or absent: the bus message id",
+	},
 	{.name = NULL, .type = PLANT_CFG_END},
 };
 
@@ -120,7 +127,8 @@ struct analytics {
 
 	/* settings, [borrowed] from the config (valid until destroy) */
 	const char *queue, *group_by, *field, *sensor_key, *report_topic;
-	const char *keys[4]; /* for msg_fields: group_by, field, "status", sensor_key */
+	const char *dedup_key;
+	const char *keys[5]; /* for msg_fields: group_by, field, "status", sensor_key, dedup_key */
 	const json_t *exclude;
 	uint64_t interval_ms, window_ms, ttl_ms, carry_ms;
 	bool per_sensor;
@@ -552,14 +560,27 @@ static int an_on_messages(void *state, const plant_msg *const *msgs, size_t n, v
 	(void)user;
 	for (size_t i = 0; i < n; i++) {
 		const plant_msg *m = msgs[i];
-		const char *id = api->msg_id(m);
 		const json_t *body, *pos;
 		const char *group;
 		const plant_msg *h;
 		struct acc *g;
+		/* the fields from the text, in one pass; the tree only for
+		 * strings with escapes */
+		struct plant_field f[5];
+		char gbuf[512], idbuf[256];
 
 		if (api->msg_receive_count(m) > 1)
 			a->again++;
+		if (api->msg_fields(m, a->keys, 5, f) != PLANT_OK) {
+			note_invalid(a, m, "not a JSON object");
+			continue;
+		}
+		/* what tells readings apart: the reading's own id, so that a
+		 * reading published twice (a producer that crashed before its
+		 * ack) counts once; else the bus message id */
+		const char *id = *a->dedup_key ? field_cstr(&f[4], idbuf, sizeof idbuf) : NULL;
+		if (!id || !*id)
+			id = api->msg_id(m);
 		/* counted by a stored run whose ack did not reach the queue */
 		if (json_object_get(a->seen, id) || carried(a, id)) {
 			json_object_del(a->carried, id);
@@ -569,27 +590,28 @@ static int an_on_messages(void *state, const plant_msg *const *msgs, size_t n, v
 			api->ack(a->self, m);
 			continue;
 		}
-		/* held already: it timed out and came back, count it once */
 		pos = json_object_get(a->held_ids, id);
 		if (pos) {
+			const plant_msg **slot = &a->held[json_integer_value(pos)];
+			if (strcmp(api->msg_id(*slot), api->msg_id(m)) != 0) {
+				/* another message with the same reading: counted
+				 * once, with the one held */
+				a->duplicates++;
+				api->counter_add(a->self, "duplicates", 1);
+				api->ack(a->self, m);
+				continue;
+			}
+			/* the one held timed out and came back: hold it anew */
 			h = api->hold(a->self, m);
 			if (h) {
-				api->release(a->self, a->held[json_integer_value(pos)]);
-				a->held[json_integer_value(pos)] = h;
+				api->release(a->self, *slot);
+				*slot = h;
 			} else {
 				rc = PLANT_E_NOMEM; /* not acked: it comes back */
 			}
 			continue;
 		}
-		/* the fields from the text, in one pass; the tree only for
-		 * strings with escapes */
-		struct plant_field f[4];
-		char gbuf[512];
 		body = NULL;
-		if (api->msg_fields(m, a->keys, 4, f) != PLANT_OK) {
-			note_invalid(a, m, "not a JSON object");
-			continue;
-		}
 		if ((f[0].type == PLANT_FIELD_STRING && f[0].escaped) ||
 		    (f[2].type == PLANT_FIELD_STRING && f[2].escaped) ||
 		    (a->per_sensor && f[3].type == PLANT_FIELD_STRING && f[3].escaped) ||
@@ -799,9 +821,11 @@ static int next_ids(struct analytics *a, uint64_t now, json_t **last_out, json_t
 
 	if (!last || !carried)
 		goto oom;
-	for (size_t i = 0; i < a->n_held; i++)
-		if (json_array_append_new(last, json_string(a->api->msg_id(a->held[i]))) != 0)
+	json_object_foreach(a->held_ids, key, v)
+	{
+		if (json_array_append_new(last, json_string(key)) != 0)
 			goto oom;
+	}
 	json_object_foreach(a->dup_ids, key, v)
 	{
 		if (!json_object_get(a->held_ids, key) &&
@@ -1016,6 +1040,8 @@ static int an_init(plant_instance *self, const struct plant_host_api *api, const
 	a->keys[1] = a->field;
 	a->keys[2] = "status";
 	a->keys[3] = a->sensor_key;
+	a->dedup_key = json_string_value(json_object_get(config, "dedup_key"));
+	a->keys[4] = a->dedup_key;
 	a->report_topic = json_string_value(json_object_get(config, "report_topic"));
 	a->exclude = json_object_get(config, "exclude_status");
 	a->per_sensor = json_is_true(json_object_get(config, "per_sensor"));

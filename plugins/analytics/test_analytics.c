@@ -579,6 +579,42 @@ static void test_redelivered_while_held(void **state)
 
 /* Buckets leave the window once older than `window`; a group with none
  * left leaves the report. Sensors likewise. */
+/* A reading published twice (two bus messages, one reading id: a producer
+ * that crashed between its publish and its ack) is counted once, in the
+ * same run and in the next one; without a dedup_key each message counts. */
+static void test_same_reading_twice(void **state)
+{
+	struct inst in;
+
+	(void)state;
+	assert_int_equal(start(&in, "{\"queue\": \"q\", \"store\": \"st\"}"), PLANT_OK);
+	deliver(&in, "m1", 1, "{\"id\": \"r-1\", \"location\": \"L01\", \"value\": 5}");
+	deliver(&in, "m2", 1, "{\"id\": \"r-1\", \"location\": \"L01\", \"value\": 5}");
+	assert_true(acked("m2")); /* at once, as a duplicate */
+	assert_int_equal(mock.live_handles, 1);
+	mock.now += 10000;
+	tick(&in);
+	assert_int_equal(num(last_report(), "readings"), 1);
+	/* and once more after the run that counted it was stored */
+	deliver(&in, "m3", 1, "{\"id\": \"r-1\", \"location\": \"L01\", \"value\": 5}");
+	assert_true(acked("m3"));
+	assert_int_equal(mock.live_handles, 0);
+	mock.now += 10000;
+	tick(&in);
+	assert_int_equal(num(last_report(), "total"), 1);
+	finish(&in);
+
+	json_object_clear(mock.store); /* a new site */
+	assert_int_equal(start(&in, "{\"queue\": \"q\", \"store\": \"st\", \"dedup_key\": \"\"}"),
+			 PLANT_OK);
+	deliver(&in, "n1", 1, "{\"id\": \"r-1\", \"location\": \"L01\", \"value\": 5}");
+	deliver(&in, "n2", 1, "{\"id\": \"r-1\", \"location\": \"L01\", \"value\": 5}");
+	mock.now += 10000;
+	tick(&in);
+	assert_int_equal(num(last_report(), "readings"), 2);
+	finish(&in);
+}
+
 static void test_window_slides(void **state)
 {
 	struct inst in;
@@ -674,6 +710,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_restart_skips_what_was_counted, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_redelivered_while_held, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_same_reading_twice, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_window_slides, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_stop_releases, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_bad_state_refused, setup, teardown),
