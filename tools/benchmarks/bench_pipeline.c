@@ -35,6 +35,7 @@
 #include <event2/thread.h>
 
 #include "bench_common.h"
+#include "bench_site.h"
 #include "clock.h"
 #include "config.h"
 #include "log.h"
@@ -55,45 +56,6 @@ struct rig {
 	pthread_t loop;
 	plant_instance *probe;
 };
-
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(path);
-}
-
-static void *loop_main(void *arg)
-{
-	struct rig *r = arg;
-	event_base_loop(r->base, EVLOOP_NO_EXIT_ON_EMPTY);
-	return NULL;
-}
-
-static const char *plugin_path(void)
-{
-	static char path[PATH_MAX + 64];
-	const char *env = getenv("PLANTD_PLUGIN_PATH");
-	if (env && *env)
-		return env;
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			*slash = '\0';
-			char probe[PATH_MAX + 64];
-			snprintf(probe, sizeof probe, "%s/../../plugins/sensor/sensor.so", exe);
-			if (access(probe, R_OK) == 0) {
-				snprintf(path, sizeof path, "%s/../../plugins", exe);
-				return path;
-			}
-		}
-	}
-	return site_default_plugin_path();
-}
 
 static void rig_open(struct rig *r, const char *base_dir, bool durable, uint64_t n)
 {
@@ -153,7 +115,8 @@ static void rig_open(struct rig *r, const char *base_dir, bool durable, uint64_t
 	r->base = event_base_new();
 	if (!r->base)
 		die("event_base_new failed");
-	int rc = site_create(cfg, plugin_path(), r->base, &r->site, err, sizeof err);
+	int rc = site_create(cfg, bench_plugin_path("sensor/sensor.so"), r->base, &r->site, err,
+			     sizeof err);
 	if (rc != PLANT_OK) {
 		fprintf(stderr, "%s: site_create: %s: %s\n", bench_prog, plant_status_name(rc),
 			err);
@@ -162,7 +125,7 @@ static void rig_open(struct rig *r, const char *base_dir, bool durable, uint64_t
 	r->probe = (plant_instance *)site_find(r->site, "probe");
 	if (!r->probe)
 		die("the probe instance is missing");
-	if (pthread_create(&r->loop, NULL, loop_main, r) != 0)
+	if (pthread_create(&r->loop, NULL, bench_loop_main, r->base) != 0)
 		die("cannot start the loop thread");
 }
 
@@ -172,7 +135,7 @@ static void rig_close(struct rig *r)
 	pthread_join(r->loop, NULL);
 	site_destroy(r->site);
 	event_base_free(r->base);
-	nftw(r->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	bench_rm_tree(r->dir);
 }
 
 static uint64_t queue_stat(struct rig *r, const char *queue, const char *key)

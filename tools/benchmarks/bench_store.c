@@ -65,6 +65,7 @@
 #include "site.h"
 
 #include "bench_common.h"
+#include "bench_site.h"
 
 const char *const bench_prog = "bench_store";
 
@@ -102,11 +103,6 @@ static double p99_of(uint64_t *v, size_t n)
 	return (double)v[(n * 99) / 100] / 1000.0;
 }
 
-static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-	return remove(path);
-}
-
 static uint64_t file_size(const char *path)
 {
 	struct stat st;
@@ -124,39 +120,6 @@ struct rig {
 	plant_instance *a, *b;
 	uint32_t q, reg; /* store handles */
 };
-
-static void *loop_main(void *arg)
-{
-	struct rig *r = arg;
-	event_base_loop(r->base, EVLOOP_NO_EXIT_ON_EMPTY);
-	return NULL;
-}
-
-/* The build tree's plugins, beside the executable: BUILD/tools/benchmarks/x
- * -> BUILD/plugins; else the host's default path. */
-static const char *plugin_path(void)
-{
-	static char path[PATH_MAX + 64];
-	const char *env = getenv("PLANTD_PLUGIN_PATH");
-	if (env && *env)
-		return env;
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	if (n > 0) {
-		exe[n] = '\0';
-		char *slash = strrchr(exe, '/');
-		if (slash) {
-			*slash = '\0';
-			char probe[PATH_MAX + 64];
-			snprintf(probe, sizeof probe, "%s/../../plugins/log_sink/log_sink.so", exe);
-			if (access(probe, R_OK) == 0) {
-				snprintf(path, sizeof path, "%s/../../plugins", exe);
-				return path;
-			}
-		}
-	}
-	return site_default_plugin_path();
-}
 
 static void rig_open(struct rig *r, const char *synchronous)
 {
@@ -210,7 +173,8 @@ static void rig_open(struct rig *r, const char *synchronous)
 	r->base = event_base_new();
 	if (!r->base)
 		die("event_base_new failed");
-	int rc = site_create(cfg, plugin_path(), r->base, &r->site, err, sizeof err);
+	int rc = site_create(cfg, bench_plugin_path("log_sink/log_sink.so"), r->base, &r->site, err,
+			     sizeof err);
 	if (rc != PLANT_OK) {
 		fprintf(stderr, "bench_store: site_create: %s: %s\n", plant_status_name(rc), err);
 		exit(1);
@@ -223,7 +187,7 @@ static void rig_open(struct rig *r, const char *synchronous)
 		die_rc("store_open q", rc);
 	if ((rc = host_api.store_open(r->a, "registry", &r->reg)) != PLANT_OK)
 		die_rc("store_open registry", rc);
-	if (pthread_create(&r->loop, NULL, loop_main, r) != 0)
+	if (pthread_create(&r->loop, NULL, bench_loop_main, r->base) != 0)
 		die("cannot start the loop thread");
 }
 
@@ -233,7 +197,7 @@ static void rig_close(struct rig *r)
 	pthread_join(r->loop, NULL);
 	site_destroy(r->site);
 	event_base_free(r->base);
-	nftw(r->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	bench_rm_tree(r->dir);
 }
 
 /* The queue's stats from the host API: depth, in flight */
