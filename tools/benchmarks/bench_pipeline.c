@@ -51,9 +51,7 @@ static const char *const cases[] = {"sim_sensor_analytics", "sim_sensor_analytic
 
 struct rig {
 	char dir[PATH_MAX];
-	struct event_base *base;
-	struct site *site;
-	pthread_t loop;
+	struct bench_site bs;
 	plant_instance *probe;
 };
 
@@ -106,35 +104,15 @@ static void rig_open(struct rig *r, const char *base_dir, bool durable, uint64_t
 	if (fclose(f) != 0)
 		die("cannot write plantd.conf");
 
-	char err[2048];
-	struct site_config *cfg;
-	if (config_load(conf, NULL, &cfg, err, sizeof err) != PLANT_OK) {
-		fprintf(stderr, "%s: %s\n", bench_prog, err);
-		exit(1);
-	}
-	r->base = event_base_new();
-	if (!r->base)
-		die("event_base_new failed");
-	int rc = site_create(cfg, bench_plugin_path("sensor/sensor.so"), r->base, &r->site, err,
-			     sizeof err);
-	if (rc != PLANT_OK) {
-		fprintf(stderr, "%s: site_create: %s: %s\n", bench_prog, plant_status_name(rc),
-			err);
-		exit(1);
-	}
-	r->probe = (plant_instance *)site_find(r->site, "probe");
+	bench_site_start(&r->bs, conf, "sensor/sensor.so");
+	r->probe = (plant_instance *)site_find(r->bs.site, "probe");
 	if (!r->probe)
 		die("the probe instance is missing");
-	if (pthread_create(&r->loop, NULL, bench_loop_main, r->base) != 0)
-		die("cannot start the loop thread");
 }
 
 static void rig_close(struct rig *r)
 {
-	event_base_loopbreak(r->base);
-	pthread_join(r->loop, NULL);
-	site_destroy(r->site);
-	event_base_free(r->base);
+	bench_site_stop(&r->bs);
 	bench_rm_tree(r->dir);
 }
 

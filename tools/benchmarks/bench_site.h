@@ -5,12 +5,14 @@
 #define PLANTD_BENCH_SITE_H
 
 #include <ftw.h>
+#include <pthread.h>
 #include <limits.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <event2/event.h>
 
+#include "config.h"
 #include "site.h"
 
 static inline int bench_rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
@@ -59,6 +61,44 @@ static inline const char *bench_plugin_path(const char *probe)
 		}
 	}
 	return site_default_plugin_path();
+}
+
+/* A running site: its loop thread runs the ticks. */
+struct bench_site {
+	struct event_base *base;
+	struct site *site;
+	pthread_t loop;
+};
+
+/* Load `conf` (a conf.d), create the site with the build tree's plugins
+ * (bench_plugin_path(probe)) and start its loop. Exits on failure. */
+static inline void bench_site_start(struct bench_site *b, const char *conf, const char *probe)
+{
+	char err[2048];
+	struct site_config *cfg;
+	if (config_load(conf, NULL, &cfg, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "%s: %s\n", bench_prog, err);
+		exit(1);
+	}
+	b->base = event_base_new();
+	if (!b->base)
+		die("event_base_new failed");
+	int rc = site_create(cfg, bench_plugin_path(probe), b->base, &b->site, err, sizeof err);
+	if (rc != PLANT_OK) {
+		fprintf(stderr, "%s: site_create: %s: %s\n", bench_prog, plant_status_name(rc),
+			err);
+		exit(1);
+	}
+	if (pthread_create(&b->loop, NULL, bench_loop_main, b->base) != 0)
+		die("cannot start the loop thread");
+}
+
+static inline void bench_site_stop(struct bench_site *b)
+{
+	event_base_loopbreak(b->base);
+	pthread_join(b->loop, NULL);
+	site_destroy(b->site);
+	event_base_free(b->base);
 }
 
 #endif

@@ -114,9 +114,7 @@ static uint64_t file_size(const char *path)
 struct rig {
 	char dir[PATH_MAX];
 	char data[PATH_MAX + 8];
-	struct event_base *base;
-	pthread_t loop;
-	struct site *site;
+	struct bench_site bs;
 	plant_instance *a, *b;
 	uint32_t q, reg; /* store handles */
 };
@@ -164,39 +162,21 @@ static void rig_open(struct rig *r, const char *synchronous)
 	if (fclose(f) != 0)
 		die("cannot write plantd.conf");
 
-	char err[2048];
-	struct site_config *cfg;
-	if (config_load(conf, NULL, &cfg, err, sizeof err) != PLANT_OK) {
-		fprintf(stderr, "bench_store: %s\n", err);
-		exit(1);
-	}
-	r->base = event_base_new();
-	if (!r->base)
-		die("event_base_new failed");
-	int rc = site_create(cfg, bench_plugin_path("log_sink/log_sink.so"), r->base, &r->site, err,
-			     sizeof err);
-	if (rc != PLANT_OK) {
-		fprintf(stderr, "bench_store: site_create: %s: %s\n", plant_status_name(rc), err);
-		exit(1);
-	}
-	r->a = (plant_instance *)site_find(r->site, "a");
-	r->b = (plant_instance *)site_find(r->site, "b");
+	bench_site_start(&r->bs, conf, "log_sink/log_sink.so");
+	r->a = (plant_instance *)site_find(r->bs.site, "a");
+	r->b = (plant_instance *)site_find(r->bs.site, "b");
 	if (!r->a || !r->b)
 		die("instances a and b are missing");
+	int rc;
 	if ((rc = host_api.store_open(r->a, "q", &r->q)) != PLANT_OK)
 		die_rc("store_open q", rc);
 	if ((rc = host_api.store_open(r->a, "registry", &r->reg)) != PLANT_OK)
 		die_rc("store_open registry", rc);
-	if (pthread_create(&r->loop, NULL, bench_loop_main, r->base) != 0)
-		die("cannot start the loop thread");
 }
 
 static void rig_close(struct rig *r)
 {
-	event_base_loopbreak(r->base);
-	pthread_join(r->loop, NULL);
-	site_destroy(r->site);
-	event_base_free(r->base);
+	bench_site_stop(&r->bs);
 	bench_rm_tree(r->dir);
 }
 
@@ -418,7 +398,7 @@ static struct pub_run publish_run(struct rig *r, struct consumer *c, uint64_t fi
 			exit(1);
 		}
 		/* the last batch's deletes are written before b's actor is idle */
-		if (!site_wait_idle(r->site, TIMEOUT_MS))
+		if (!site_wait_idle(r->bs.site, TIMEOUT_MS))
 			die("the site did not go idle");
 		uint64_t depth = 1, in_flight = 0;
 		for (int k = 0; depth && k < 10000; k++) {
