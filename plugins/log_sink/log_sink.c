@@ -17,6 +17,8 @@
 
 #include <plantd/plantd.h>
 
+#include "jsonl.h"
+
 static const struct plant_config_key config_keys[] = {
 	{
 		.name = "subscribe",
@@ -54,90 +56,14 @@ struct sink {
 	bool failing; /* the last write failed */
 	uint64_t messages;
 	/* One line being built, reused from message to message. */
-	char *buf;
-	size_t len, cap;
+	struct jsonl line;
 };
 
-/* ---- building a line ---------------------------------------------------- */
-
-static bool buf_reserve(struct sink *s, size_t more)
-{
-	size_t want = s->len + more + 1; /* room for a NUL */
-	size_t cap = s->cap ? s->cap : 256;
-	char *p;
-
-	if (want <= s->cap)
-		return true;
-	while (cap < want)
-		cap *= 2;
-	p = realloc(s->buf, cap);
-	if (!p)
-		return false;
-	s->buf = p;
-	s->cap = cap;
-	return true;
-}
-
-static bool buf_add(struct sink *s, const char *data, size_t n)
-{
-	if (!buf_reserve(s, n))
-		return false;
-	memcpy(s->buf + s->len, data, n);
-	s->len += n;
-	s->buf[s->len] = '\0';
-	return true;
-}
-
-static bool buf_adds(struct sink *s, const char *str)
-{
-	return buf_add(s, str, strlen(str));
-}
-
-/* `str` as a JSON string: quotes, backslashes and control characters are
- * escaped, everything else (UTF-8 included) is copied. */
-static bool buf_add_json_string(struct sink *s, const char *str)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	if (!buf_add(s, "\"", 1))
-		return false;
-	for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-		char esc[6];
-		size_t n = 0;
-
-		if (*p == '"' || *p == '\\') {
-			esc[n++] = '\\';
-			esc[n++] = (char)*p;
-		} else if (*p < 0x20) {
-			esc[n++] = '\\';
-			esc[n++] = 'u';
-			esc[n++] = '0';
-			esc[n++] = '0';
-			esc[n++] = hex[*p >> 4];
-			esc[n++] = hex[*p & 0xf];
-		} else {
-			esc[n++] = (char)*p;
-		}
-		if (!buf_add(s, esc, n))
-			return false;
-	}
-	return buf_add(s, "\"", 1);
-}
-
-/* The line for one message, without the newline, into s->buf. */
+/* The line for one message, without the newline, into s->line. */
 static bool build_line(struct sink *s, const plant_msg *msg)
 {
-	const struct plant_host_api *api = s->api;
-	char ts[32];
-	size_t body_len = 0;
-	const char *body = api->msg_body_text(msg, &body_len);
-
-	snprintf(ts, sizeof(ts), "%" PRIu64, api->msg_ts(msg));
-	s->len = 0;
-	return buf_adds(s, "{\"id\":") && buf_add_json_string(s, api->msg_id(msg)) &&
-	       buf_adds(s, ",\"topic\":") && buf_add_json_string(s, api->msg_topic(msg)) &&
-	       buf_adds(s, ",\"ts\":") && buf_adds(s, ts) && buf_adds(s, ",\"body\":") &&
-	       buf_add(s, body, body_len) && buf_adds(s, "}");
+	s->line.len = 0;
+	return jsonl_add_message(&s->line, s->api, msg);
 }
 
 /* ---- callbacks ---------------------------------------------------------- */
@@ -190,10 +116,11 @@ static int sink_on_messages(void *state, const plant_msg *const *msgs, size_t n,
 			break;
 		}
 		if (!s->out) {
-			s->api->log(s->self, PLANT_LOG_INFO, "%s", s->buf);
+			s->api->log(s->self, PLANT_LOG_INFO, "%s", s->line.buf);
 			continue;
 		}
-		if (fwrite(s->buf, 1, s->len, s->out) != s->len || putc('\n', s->out) == EOF) {
+		if (fwrite(s->line.buf, 1, s->line.len, s->out) != s->line.len ||
+		    putc('\n', s->out) == EOF) {
 			err = errno;
 			rc = PLANT_E_IO;
 			break;
@@ -258,7 +185,7 @@ static void sink_free(struct sink *s)
 	if (s->out)
 		fclose(s->out);
 	free(s->path);
-	free(s->buf);
+	jsonl_free(&s->line);
 	free(s);
 }
 

@@ -24,6 +24,8 @@
 
 #include <plantd/plantd.h>
 
+#include "jsonl.h"
+
 /* The longest message shown on stderr; the file always has all of it. */
 #define MAX_HUMAN_TEXT 1000
 
@@ -114,60 +116,8 @@ struct notifier {
 	size_t n_outputs;
 
 	/* one line being built, reused */
-	char *buf;
-	size_t len, cap;
+	struct jsonl line;
 };
-
-/* ---- building lines ------------------------------------------------------- */
-
-static bool buf_add(struct notifier *nt, const char *data, size_t n)
-{
-	if (nt->len + n + 1 > nt->cap) {
-		size_t cap = nt->cap ? nt->cap : 256;
-		char *p;
-
-		while (cap < nt->len + n + 1)
-			cap *= 2;
-		p = realloc(nt->buf, cap);
-		if (!p)
-			return false;
-		nt->buf = p;
-		nt->cap = cap;
-	}
-	memcpy(nt->buf + nt->len, data, n);
-	nt->len += n;
-	nt->buf[nt->len] = '\0';
-	return true;
-}
-
-static bool buf_adds(struct notifier *nt, const char *s)
-{
-	return buf_add(nt, s, strlen(s));
-}
-
-static bool buf_add_json_string(struct notifier *nt, const char *str)
-{
-	static const char hex[] = "0123456789abcdef";
-
-	if (!buf_add(nt, "\"", 1))
-		return false;
-	for (const unsigned char *p = (const unsigned char *)str; *p; p++) {
-		char esc[6] = {'\\', 'u', '0', '0', hex[*p >> 4], hex[*p & 0xf]};
-		bool ok;
-
-		if (*p == '"' || *p == '\\') {
-			esc[1] = (char)*p;
-			ok = buf_add(nt, esc, 2);
-		} else if (*p < 0x20) {
-			ok = buf_add(nt, esc, 6);
-		} else {
-			ok = buf_add(nt, (const char *)p, 1);
-		}
-		if (!ok)
-			return false;
-	}
-	return buf_add(nt, "\"", 1);
-}
 
 /* Text for a one-line human message: control characters become spaces
  * and long texts are cut (with "..."), so that one notification is always
@@ -179,10 +129,10 @@ static bool buf_add_human(struct notifier *nt, const char *s, size_t n)
 	for (size_t i = 0; i < shown; i++) {
 		char c = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? ' ' : s[i];
 
-		if (!buf_add(nt, &c, 1))
+		if (!jsonl_add(&nt->line, &c, 1))
 			return false;
 	}
-	return shown == n || buf_adds(nt, "...");
+	return shown == n || jsonl_adds(&nt->line, "...");
 }
 
 /* ---- reading a notification --------------------------------------------- */
@@ -231,15 +181,8 @@ static void note_read(const struct plant_host_api *api, const plant_msg *msg, st
 /* {"id":..,"topic":..,"ts":..,"body":<the body as published>} */
 static bool file_line(struct notifier *nt, const struct note *n)
 {
-	const struct plant_host_api *api = nt->api;
-	char ts[32];
-
-	snprintf(ts, sizeof(ts), "%" PRIu64, api->msg_ts(n->msg));
-	nt->len = 0;
-	return buf_adds(nt, "{\"id\":") && buf_add_json_string(nt, api->msg_id(n->msg)) &&
-	       buf_adds(nt, ",\"topic\":") && buf_add_json_string(nt, api->msg_topic(n->msg)) &&
-	       buf_adds(nt, ",\"ts\":") && buf_adds(nt, ts) && buf_adds(nt, ",\"body\":") &&
-	       buf_add(nt, n->body_text, n->body_len) && buf_adds(nt, "}\n");
+	nt->line.len = 0;
+	return jsonl_add_message(&nt->line, nt->api, n->msg) && jsonl_adds(&nt->line, "\n");
 }
 
 /* A failed write returns PLANT_E_IO, which the host counts and logs as an
@@ -255,7 +198,7 @@ static int file_deliver(struct notifier *nt, const struct note *notes, size_t n)
 			rc = PLANT_E_NOMEM;
 			break;
 		}
-		if (fwrite(nt->buf, 1, nt->len, nt->out) != nt->len) {
+		if (fwrite(nt->line.buf, 1, nt->line.len, nt->out) != nt->line.len) {
 			err = errno;
 			rc = PLANT_E_IO;
 			break;
@@ -291,8 +234,8 @@ static const struct output file_output = {"file", file_deliver};
  * threads, and a single write keeps our line whole. */
 static void stderr_write(struct notifier *nt)
 {
-	const char *p = nt->buf;
-	size_t left = nt->len;
+	const char *p = nt->line.buf;
+	size_t left = nt->line.len;
 
 	while (left > 0) {
 		ssize_t w = write(STDERR_FILENO, p, left);
@@ -309,23 +252,23 @@ static void stderr_write(struct notifier *nt)
 /* "plant-7 WARNING L01-S0042 too hot: 153.2 C" */
 static bool human_line(struct notifier *nt, const struct note *n)
 {
-	nt->len = 0;
-	if (!buf_add_human(nt, nt->site, strlen(nt->site)) || !buf_adds(nt, " "))
+	nt->line.len = 0;
+	if (!buf_add_human(nt, nt->site, strlen(nt->site)) || !jsonl_adds(&nt->line, " "))
 		return false;
 	for (const char *p = n->severity; *p && p - n->severity < 32; p++) {
 		char c = *p >= 'a' && *p <= 'z' ? (char)(*p - 'a' + 'A') : *p;
 
 		if ((unsigned char)c <= ' ' || c == 0x7f)
 			c = '_';
-		if (!buf_add(nt, &c, 1))
+		if (!jsonl_add(&nt->line, &c, 1))
 			return false;
 	}
-	if (!buf_adds(nt, " "))
+	if (!jsonl_adds(&nt->line, " "))
 		return false;
 	if (n->text ? !buf_add_human(nt, n->text, strlen(n->text))
 		    : !buf_add_human(nt, n->body_text, n->body_len))
 		return false;
-	return buf_adds(nt, "\n");
+	return jsonl_adds(&nt->line, "\n");
 }
 
 static int stderr_deliver(struct notifier *nt, const struct note *notes, size_t n)
@@ -355,13 +298,13 @@ static void stderr_roll(struct notifier *nt)
 	if (nt->window_suppressed > 0) {
 		char line[64];
 
-		nt->len = 0;
+		nt->line.len = 0;
 		snprintf(line, sizeof(line), "%" PRIu64, nt->window_suppressed);
-		if (buf_adds(nt, line) &&
-		    buf_adds(nt, nt->window_suppressed == 1 ? " more notification"
-							    : " more notifications") &&
-		    buf_adds(nt, " in the last second (see ") && buf_adds(nt, nt->path) &&
-		    buf_adds(nt, ")\n"))
+		if (jsonl_adds(&nt->line, line) &&
+		    jsonl_adds(&nt->line, nt->window_suppressed == 1 ? " more notification"
+								     : " more notifications") &&
+		    jsonl_adds(&nt->line, " in the last second (see ") &&
+		    jsonl_adds(&nt->line, nt->path) && jsonl_adds(&nt->line, ")\n"))
 			stderr_write(nt);
 	}
 	nt->window_printed = 0;
@@ -489,7 +432,7 @@ static void notifier_free(struct notifier *nt)
 	if (nt->out)
 		fclose(nt->out);
 	free(nt->path);
-	free(nt->buf);
+	jsonl_free(&nt->line);
 	free(nt);
 }
 
