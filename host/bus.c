@@ -469,7 +469,7 @@ static int topic_visit(struct bus *b, const char *topic, struct plant_msg *msg,
 }
 
 int bus_publish_batch(struct bus *b, struct plant_msg **msgs, const char *const *dedup_keys,
-		      const uint64_t *delays, size_t n, size_t *done_out)
+		      const uint64_t *delays, size_t n, bool all, size_t *done_out)
 {
 	*done_out = 0;
 	struct queue_push *items = calloc(n ? n : 1, sizeof *items);
@@ -498,8 +498,8 @@ int bus_publish_batch(struct bus *b, struct plant_msg **msgs, const char *const 
 		items[usable].delay_ms = delays ? delays[usable] : 0;
 	}
 	size_t done = 0;
-	if (usable) {
-		int prc = queue_push_batch(items, usable, clock_now_ms(), &done);
+	if (usable && !(all && rc != PLANT_OK)) {
+		int prc = queue_push_batch(items, usable, clock_now_ms(), all, &done);
 		if (rc == PLANT_OK)
 			rc = prc;
 	}
@@ -1013,4 +1013,67 @@ json_t *bus_topics_json(struct bus *b)
 					    json_integer((json_int_t)atomic_load(&t->published)));
 	pthread_rwlock_unlock(&b->lock);
 	return out;
+}
+
+int bus_redrive(struct bus *b, const char *dlq, size_t *moved_out, size_t *kept_out)
+{
+	*moved_out = 0;
+	*kept_out = 0;
+	pthread_rwlock_rdlock(&b->lock);
+	struct bus_queue *from = find_queue_locked(b, dlq);
+	pthread_rwlock_unlock(&b->lock);
+	if (!from)
+		return PLANT_E_NOTFOUND;
+	/* what is visible now, a batch at a time; what cannot go back is
+	 * returned after the pass, so that it is not read twice */
+	struct delivery **keep = NULL;
+	size_t n_keep = 0, cap_keep = 0;
+	int rc = PLANT_OK;
+	for (;;) {
+		struct delivery *ds[256];
+		uint64_t now = clock_now_ms();
+		size_t n = queue_receive(from->q, ds, 256, now);
+		if (n == 0)
+			break;
+		for (size_t i = 0; i < n; i++) {
+			json_t *attrs = ds[i]->msg->attrs;
+			const char *src =
+				attrs ? json_string_value(json_object_get(attrs, "dlq_source"))
+				      : NULL;
+			pthread_rwlock_rdlock(&b->lock);
+			struct bus_queue *to = src ? find_queue_locked(b, src) : NULL;
+			pthread_rwlock_unlock(&b->lock);
+			int prc = to && to != from ? queue_push(to->q, ds[i]->msg, NULL, 0, now)
+						   : PLANT_E_NOTFOUND;
+			if (prc == PLANT_OK) {
+				queue_ack(from->q, ds[i]);
+				delivery_free(ds[i]);
+				pump(b, to);
+				(*moved_out)++;
+				continue;
+			}
+			if (n_keep == cap_keep) {
+				size_t cap = cap_keep ? cap_keep * 2 : 64;
+				struct delivery **v = realloc(keep, cap * sizeof *v);
+				if (!v) {
+					queue_return(from->q, ds[i], now);
+					delivery_free(ds[i]);
+					rc = PLANT_E_NOMEM;
+					continue;
+				}
+				keep = v;
+				cap_keep = cap;
+			}
+			keep[n_keep++] = ds[i];
+		}
+	}
+	for (size_t i = 0; i < n_keep; i++) {
+		queue_return(from->q, keep[i], clock_now_ms());
+		delivery_free(keep[i]);
+	}
+	free(keep);
+	*kept_out = n_keep;
+	if (n_keep)
+		pump(b, from);
+	return rc;
 }

@@ -61,10 +61,11 @@ int bus_publish_ex(struct bus *bus, struct plant_msg *msg, const char *dedup_key
 		   uint64_t delay_ms);
 
 /* Publish `n` messages ([stolen], all of them) in one go: durable queues
- * write them in one store batch. In order until one fails; *done_out
- * counts those published. `dedup_keys` and `delays` may be NULL. */
+ * write them in one store batch. In order until one fails, or with `all`
+ * every one or none; *done_out counts those published. `dedup_keys` and
+ * `delays` may be NULL. */
 int bus_publish_batch(struct bus *bus, struct plant_msg **msgs, const char *const *dedup_keys,
-		      const uint64_t *delays, size_t n, size_t *done_out);
+		      const uint64_t *delays, size_t n, bool all, size_t *done_out);
 
 /* ---- queues ---- */
 
@@ -93,6 +94,12 @@ int bus_reject(const plant_msg *msg, const char *reason);
 const plant_msg *bus_hold(const plant_msg *msg);
 /* Free a held handle without settling it. */
 void bus_release(const plant_msg *held);
+
+/* Move the messages of dead-letter queue `dlq` back to the queue each came
+ * from (its "dlq_source" attribute). Those that cannot go (no source, the
+ * source full or gone) stay, counted in *kept_out. PLANT_E_NOTFOUND for an
+ * unknown queue. May block on a durable queue's store: run it on a worker. */
+int bus_redrive(struct bus *bus, const char *dlq, size_t *moved_out, size_t *kept_out);
 
 /* Time passes for every queue (visibility timeouts, delays, retention) and
  * waiting messages go to idle consumers. Returns ms until the next due. */

@@ -206,6 +206,9 @@ void config_free(struct site_config *cfg)
 	for (size_t i = 0; i < cfg->n_stores; i++)
 		spec_free(&cfg->stores[i]);
 	free(cfg->stores);
+	for (size_t i = 0; i < cfg->n_listeners; i++)
+		spec_free(&cfg->listeners[i]);
+	free(cfg->listeners);
 	free(cfg->source);
 	free(cfg->dir);
 	free(cfg->site);
@@ -279,15 +282,20 @@ static int get_string(const config_setting_t *s, const char *file, char **out, c
 static int load_entry(struct site_config *cfg, char section, const config_setting_t *e,
 		      const char *file, int overlay, char *err, size_t errlen)
 {
-	/* 'p'lugins, 'q'ueues, 's'tores: the last two have no module */
+	/* 'p'lugins, 'q'ueues, 's'tores, 'l'isteners: only plugins have a module */
 	int is_queue = section != 'p';
-	const char *what = section == 'p' ? "instance" : section == 'q' ? "queue" : "store";
+	const char *what = section == 'p'   ? "instance"
+			   : section == 'q' ? "queue"
+			   : section == 's' ? "store"
+					    : "listener";
 	struct instance_spec **list = section == 'p'   ? &cfg->instances
 				      : section == 'q' ? &cfg->queues
-						       : &cfg->stores;
+				      : section == 's' ? &cfg->stores
+						       : &cfg->listeners;
 	size_t *count = section == 'p'	 ? &cfg->n_instances
 			: section == 'q' ? &cfg->n_queues
-					 : &cfg->n_stores;
+			: section == 's' ? &cfg->n_stores
+					 : &cfg->n_listeners;
 	int line = config_setting_source_line(e);
 	if (!config_setting_is_group(e))
 		return fail(
@@ -371,7 +379,7 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 	const char *key = config_setting_name(s);
 	int line = config_setting_source_line(s);
 	if (strcmp(key, "plugins") == 0 || strcmp(key, "queues") == 0 ||
-	    strcmp(key, "stores") == 0) {
+	    strcmp(key, "stores") == 0 || strcmp(key, "listeners") == 0) {
 		if (!config_setting_is_aggregate(s) || config_setting_is_group(s))
 			return fail(err, errlen, file, line,
 				    "'%s' must be a list: %s = ( { ... }, { ... } );", key, key);

@@ -43,6 +43,11 @@ struct site_config {
 	 * `module` NULL; the backend's settings are checked when it opens */
 	struct instance_spec *stores;
 	size_t n_stores;
+
+	/* listeners = ( { name = "admin"; port = 8470; admin = true; ... } ):
+	 * entries with `module` NULL; checked by the HTTP server */
+	struct instance_spec *listeners;
+	size_t n_listeners;
 };
 
 /* Load `path` (a file, or a directory holding plantd.conf and other *.conf

@@ -9,7 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "config.h"
+#include "http.h"
 #include "log.h"
 #include "plantd-build.h"
 #include "site.h"
@@ -58,20 +60,51 @@ static void on_run_for(evutil_socket_t fd, short what, void *arg)
 	event_base_loopexit(rt->base, NULL);
 }
 
+/* Listeners are bound at start; a reload keeps them as they are. */
+static bool listeners_equal(const struct site_config *a, const struct site_config *b)
+{
+	if (a->n_listeners != b->n_listeners)
+		return false;
+	for (size_t i = 0; i < a->n_listeners; i++)
+		if (!instance_spec_equal(&a->listeners[i], &b->listeners[i]))
+			return false;
+	return true;
+}
+
+static int do_reload(void *ud, char *err, size_t errlen)
+{
+	struct runtime *rt = ud;
+	struct site_config *cfg;
+	log_info("reloading %s", rt->config_path);
+	if (config_load(rt->config_path, rt->env, &cfg, err, errlen) != PLANT_OK)
+		return PLANT_E_CONFIG;
+	if (rt->cli_log_level >= 0)
+		cfg->log_level = rt->cli_log_level;
+	if (!listeners_equal(cfg, site_config(rt->site)))
+		log_warn("listener changes take effect when plantd restarts");
+	return site_reload(rt->site, cfg, err, errlen);
+}
+
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
 	struct runtime *rt = arg;
 	char err[4096];
-	struct site_config *cfg;
-	log_info("SIGHUP: reloading %s", rt->config_path);
-	if (config_load(rt->config_path, rt->env, &cfg, err, sizeof err) != PLANT_OK) {
+	log_info("SIGHUP");
+	if (do_reload(rt, err, sizeof err) != PLANT_OK)
 		log_error("reload refused, the site runs on unchanged: %s", err);
-		return;
-	}
-	if (rt->cli_log_level >= 0)
-		cfg->log_level = rt->cli_log_level;
-	if (site_reload(rt->site, cfg, err, sizeof err) != PLANT_OK)
-		log_error("reload refused, the site runs on unchanged: %s", err);
+}
+
+/* DATA_DIR/listeners.json: where each listener ended up (port 0 picks
+ * one), for plantctl and scripts. */
+static void write_urls(struct http *http, const char *data_dir)
+{
+	char path[4096], tmp[4200];
+	snprintf(path, sizeof path, "%s/listeners.json", data_dir);
+	snprintf(tmp, sizeof tmp, "%s.tmp", path);
+	json_t *urls = http_urls_json(http);
+	if (json_dump_file(urls, tmp, JSON_INDENT(2)) != 0 || rename(tmp, path) != 0)
+		log_warn("cannot write %s: %s", path, strerror(errno));
+	json_decref(urls);
 }
 
 int main(int argc, char **argv)
@@ -187,11 +220,25 @@ int main(int argc, char **argv)
 		 PLANT_ABI_MAJOR, PLANT_ABI_MINOR, rt.config_path, rt.env ? ", env " : "",
 		 rt.env ? rt.env : "");
 	int status = 0;
-	if (site_create(cfg, plugin_path, rt.base, &rt.site, err, sizeof err) != PLANT_OK) {
+	struct http *http = NULL;
+	struct admin *admin = NULL;
+	if (http_create(cfg, rt.base, &http, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "%s\n", err);
+		log_error("site failed to start: %s", err);
+		config_free(cfg);
+		status = EXIT_CONFIG;
+	} else if (site_create_http(cfg, plugin_path, rt.base, http, &rt.site, err, sizeof err) !=
+		   PLANT_OK) {
 		fprintf(stderr, "%s\n", err);
 		log_error("site failed to start: %s", err);
 		status = EXIT_CONFIG;
+	} else if (admin_start(http, rt.site, do_reload, &rt, &admin) != PLANT_OK) {
+		fprintf(stderr, "plantd: cannot serve the admin API\n");
+		site_destroy(rt.site);
+		status = 1;
 	} else {
+		if (site_config(rt.site)->n_listeners)
+			write_urls(http, site_config(rt.site)->data_dir);
 		if (run_for > 0) {
 			struct timeval tv = {
 				.tv_sec = (time_t)run_for,
@@ -200,9 +247,14 @@ int main(int argc, char **argv)
 			event_add(ev_run_for, &tv);
 		}
 		event_base_dispatch(rt.base);
+		/* new requests get 503; those in a handler finish, then the site */
+		http_shutdown(http);
+		admin_stop(admin);
 		site_destroy(rt.site);
 		log_info("stopped cleanly");
 	}
+	http_destroy(http);
+	admin_free(admin);
 
 	event_free(ev_run_for);
 	event_free(ev_hup);

@@ -686,7 +686,7 @@ static void unlock_all(struct queue **v, size_t n)
 		pthread_mutex_unlock(&v[i]->lock);
 }
 
-int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *done_out)
+int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, bool all, size_t *done_out)
 {
 	int rc = PLANT_OK;
 	size_t admitted = 0;
@@ -726,13 +726,15 @@ int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *d
 		}
 	}
 
+	/* all or nothing: one that did not fit gives back the room of the rest */
+	int wrc = all && rc != PLANT_OK ? rc : PLANT_OK;
+
 	/* 2. the durable records, one store batch per store */
 	size_t n_ops = 0;
 	for (size_t k = 0; k < admitted; k++)
 		for (size_t i = 0; i < items[k].n_qs; i++)
 			n_ops += items[k].qs[i]->be && items[k].seqs[i] != UINT64_MAX;
-	int wrc = PLANT_OK;
-	if (n_ops) {
+	if (n_ops && wrc == PLANT_OK) {
 		struct plant_store_op *ops = calloc(n_ops, sizeof *ops);
 		char(*keys)[300] = malloc(n_ops * sizeof *keys);
 		struct queue **owner = malloc(n_ops * sizeof *owner);

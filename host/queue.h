@@ -112,11 +112,12 @@ struct queue_push {
 };
 
 /* Publish a batch: messages are admitted in order until one does not fit
- * (PLANT_E_FULL: those before it are published, it and the rest are not);
+ * (PLANT_E_FULL: those before it are published, it and the rest are not;
+ * with `all`, none is);
  * the durable records of all of them are written in one store batch per
  * store (a failed write publishes none: PLANT_E_IO); then all become
  * visible together. *done_out counts the messages published. */
-int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, size_t *done_out);
+int queue_push_batch(struct queue_push *items, size_t n, uint64_t now, bool all, size_t *done_out);
 
 /* Receive up to `max` visible messages, making them in flight until
  * now + visibility_timeout. Fills `out` with new deliveries (the caller

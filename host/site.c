@@ -20,6 +20,7 @@
 #include "msg.h"
 #include "queue.h"
 #include "store.h"
+#include "http.h"
 #include "plantd-build.h"
 
 #define BATCH_MAX 256
@@ -44,7 +45,24 @@ struct site {
 	struct executor *exec;
 	struct instance **insts;
 	size_t n;
+	struct http *http; /* listeners for plugin routes, or NULL */
+	uint64_t started_ms;
 };
+
+const uint64_t site_latency_bounds_us[SITE_LATENCY_BUCKETS] = {
+	10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 50000, 250000, 1000000,
+};
+
+/* One handler call took `ns`. */
+static void latency_note(struct instance *inst, uint64_t ns)
+{
+	uint64_t us = ns / 1000;
+	size_t b = 0;
+	while (b < SITE_LATENCY_BUCKETS && us > site_latency_bounds_us[b])
+		b++;
+	atomic_fetch_add_explicit(&inst->lat_count[b], 1, memory_order_relaxed);
+	atomic_fetch_add_explicit(&inst->lat_sum_ns, ns, memory_order_relaxed);
+}
 
 struct timer {
 	uint64_t id;
@@ -214,6 +232,7 @@ static void inst_detach(struct instance *inst)
 {
 	bus_unsubscribe_owner(inst->site->bus, inst);
 	timers_clear(inst);
+	http_routes_remove_owner(inst->site->http, inst);
 }
 
 static int inst_init(struct instance *inst, char *err, size_t errlen)
@@ -343,7 +362,9 @@ static void deliver_batch(struct instance *inst, struct bus_sub *sub, const plan
 {
 	if (atomic_load(&sub->dead) || (inst->st != INST_RUNNING && inst->st != INST_INITIALISED))
 		return;
+	uint64_t t0 = clock_mono_ns();
 	int rc = sub->fn(inst->state, msgs, n, sub->user);
+	latency_note(inst, clock_mono_ns() - t0);
 	atomic_fetch_add(&inst->handled, n);
 	if (rc != PLANT_OK) {
 		uint64_t e = atomic_fetch_add(&inst->errors, 1) + 1;
@@ -370,7 +391,9 @@ static int site_invoke(void *actor_ctx, plant_msg_handler fn, const plant_msg *c
 	struct instance *inst = actor_ctx;
 	if (inst->st != INST_RUNNING && inst->st != INST_INITIALISED)
 		return -1;
+	uint64_t t0 = clock_mono_ns();
 	int rc = fn(inst->state, msgs, n, user);
+	latency_note(inst, clock_mono_ns() - t0);
 	atomic_fetch_add(&inst->handled, n);
 	if (rc != PLANT_OK) {
 		uint64_t e = atomic_fetch_add(&inst->errors, 1) + 1;
@@ -751,8 +774,8 @@ static int api_publish_ex(plant_instance *self, struct plant_publish *p)
 	return rc;
 }
 
-static int api_publish_batch(plant_instance *self, struct plant_publish *items, size_t n,
-			     size_t *done_out)
+static int publish_many(plant_instance *self, struct plant_publish *items, size_t n, bool all,
+			size_t *done_out, size_t *failed_out)
 {
 	struct instance *inst = inst_of(self);
 	struct plant_msg **msgs = calloc(n ? n : 1, sizeof *msgs);
@@ -769,14 +792,22 @@ static int api_publish_batch(plant_instance *self, struct plant_publish *items, 
 			continue;
 		}
 		rc = msg_from_publish(&items[i], &msgs[made]);
-		if (rc)
+		if (rc) {
+			if (failed_out)
+				*failed_out = i;
 			continue;
+		}
 		keys[made] = items[i].dedup_key;
 		delays[made] = items[i].delay_ms;
 		made++;
 	}
 	size_t done = 0;
-	int prc = made ? bus_publish_batch(inst->site->bus, msgs, keys, delays, made, &done)
+	if (rc && all) { /* nothing of it, then */
+		for (size_t i = 0; i < made; i++)
+			msg_unref(msgs[i]);
+		made = 0;
+	}
+	int prc = made ? bus_publish_batch(inst->site->bus, msgs, keys, delays, made, all, &done)
 		       : PLANT_OK;
 	if (!rc)
 		rc = prc;
@@ -788,6 +819,20 @@ static int api_publish_batch(plant_instance *self, struct plant_publish *items, 
 	free(keys);
 	free(delays);
 	return rc;
+}
+
+static int api_publish_batch(plant_instance *self, struct plant_publish *items, size_t n,
+			     size_t *done_out)
+{
+	return publish_many(self, items, n, false, done_out, NULL);
+}
+
+static int api_publish_all(plant_instance *self, struct plant_publish *items, size_t n,
+			   size_t *failed_out)
+{
+	if (failed_out)
+		*failed_out = 0;
+	return publish_many(self, items, n, true, NULL, failed_out);
 }
 
 static int api_queue_declare(plant_instance *self, const char *name, const json_t *settings)
@@ -995,6 +1040,128 @@ static int api_store_batch(plant_instance *self, uint32_t store, const struct pl
 	return rc;
 }
 
+/* ---- HTTP routes ------------------------------------------------------------- */
+
+struct inst_route {
+	struct instance *inst;
+	plant_http_handler fn;
+	void *user;
+	uint32_t flags;
+};
+
+struct route_call {
+	struct inst_route *ir;
+	plant_http_req *req;
+};
+
+static bool inst_serves(const struct instance *inst)
+{
+	return inst->st == INST_RUNNING && !atomic_load(&inst->stopping);
+}
+
+static void route_failed(struct instance *inst, plant_http_req *req, int rc)
+{
+	if (rc == PLANT_E_STATE)
+		http_req_reply_json(req, 503, NULL, "instance \"%s\" is not running now",
+				    inst->spec->name);
+	else
+		http_req_reply_json(req, 500, NULL, "instance \"%s\": %s%s%s", inst->spec->name,
+				    plant_status_name(rc), inst->error[0] ? ": " : "", inst->error);
+}
+
+/* [worker, under the instance's actor] */
+static void route_task(void *arg, void *actor_ctx)
+{
+	struct route_call *c = arg;
+	struct instance *inst = c->ir->inst;
+	int rc = PLANT_E_STATE;
+	if (actor_ctx && inst_serves(inst)) {
+		uint64_t t0 = clock_mono_ns();
+		rc = c->ir->fn(inst->state, c->req, c->ir->user);
+		latency_note(inst, clock_mono_ns() - t0);
+		atomic_fetch_add(&inst->handled, 1);
+		if (rc != PLANT_OK)
+			atomic_fetch_add(&inst->errors, 1);
+	}
+	if (rc != PLANT_OK)
+		route_failed(inst, c->req, rc); /* refused when it replied already */
+	http_req_unref(c->req);
+	free(c);
+}
+
+/* [listener thread] a request for one of the instance's routes */
+static int route_enter(void *ud, plant_http_req *req)
+{
+	struct inst_route *ir = ud;
+	struct instance *inst = ir->inst;
+	if (!inst_serves(inst))
+		return PLANT_E_STATE;
+	if (ir->flags & PLANT_ROUTE_CONCURRENT) {
+		int rc = ir->fn(inst->state, req, ir->user);
+		atomic_fetch_add(&inst->handled, 1);
+		if (rc != PLANT_OK) {
+			atomic_fetch_add(&inst->errors, 1);
+			http_req_ref(req);
+			route_failed(inst, req, rc);
+			http_req_unref(req);
+		}
+		return PLANT_OK;
+	}
+	struct route_call *c = malloc(sizeof *c);
+	if (!c)
+		return PLANT_E_NOMEM;
+	c->ir = ir;
+	c->req = req;
+	http_req_ref(req);
+	struct task t = {.kind = TASK_CALL, .target = c, .u.fn = route_task};
+	if (!actor_post(&inst->actor, &t)) {
+		http_req_unref(req);
+		free(c);
+		return PLANT_E_STATE;
+	}
+	return PLANT_OK;
+}
+
+static int api_http_route(plant_instance *self, const char *listener, const char *method,
+			  const char *path, uint32_t flags, plant_http_handler fn, void *user)
+{
+	struct instance *inst = inst_of(self);
+	if (atomic_load(&inst->stopping))
+		return PLANT_E_STATE;
+	if (!fn)
+		return PLANT_E_INVALID;
+	if (!inst->site->http)
+		return PLANT_E_NOTFOUND;
+	struct inst_route *ir = malloc(sizeof *ir);
+	if (!ir)
+		return PLANT_E_NOMEM;
+	*ir = (struct inst_route){.inst = inst, .fn = fn, .user = user, .flags = flags};
+	int rc = http_route_add(inst->site->http, listener, method, path, flags, inst, route_enter,
+				ir, free);
+	if (rc)
+		free(ir);
+	else
+		log_write(PLANT_LOG_DEBUG, inst->spec->name, "serves %s %s%s on listener \"%s\"",
+			  method, path, flags & PLANT_ROUTE_PREFIX ? "*" : "", listener);
+	return rc;
+}
+
+static int api_http_request(const plant_http_req *req, struct plant_http_info *out)
+{
+	return http_req_info(req, out);
+}
+
+static const char *api_http_header(const plant_http_req *req, const char *name)
+{
+	return http_req_header(req, name);
+}
+
+static int api_http_reply(plant_http_req *req, int status, const char *content_type,
+			  const char *body, size_t len, const char *const *headers)
+{
+	return http_req_reply(req, status, content_type, body, len, headers);
+}
+
 const struct plant_host_api host_api = {
 	.struct_size = sizeof(struct plant_host_api),
 	.abi_major = PLANT_ABI_MAJOR,
@@ -1040,6 +1207,11 @@ const struct plant_host_api host_api = {
 	.release = api_release,
 	.reject = api_reject,
 	.msg_fields = api_msg_fields,
+	.http_route = api_http_route,
+	.http_request = api_http_request,
+	.http_header = api_http_header,
+	.http_reply = api_http_reply,
+	.publish_all = api_publish_all,
 };
 
 /* ---- the site ------------------------------------------------------------------ */
@@ -1203,6 +1375,8 @@ int site_check(const struct site_config *cfg, const char *default_plugin_path, c
 	       size_t errlen)
 {
 	int qrc = queues_check(cfg, err, errlen);
+	if (!qrc)
+		qrc = http_check(cfg, err, errlen);
 	if (!qrc)
 		qrc = add_backend_instances((struct site_config *)cfg, err, errlen);
 	if (qrc)
@@ -1382,8 +1556,17 @@ static int add_backend_instances(struct site_config *cfg, char *err, size_t errl
 int site_create(struct site_config *cfg, const char *default_plugin_path, struct event_base *base,
 		struct site **out, char *err, size_t errlen)
 {
+	return site_create_http(cfg, default_plugin_path, base, NULL, out, err, errlen);
+}
+
+int site_create_http(struct site_config *cfg, const char *default_plugin_path,
+		     struct event_base *base, struct http *http, struct site **out, char *err,
+		     size_t errlen)
+{
 	struct site *site = calloc(1, sizeof *site);
 	site->cfg = cfg;
+	site->http = http;
+	site->started_ms = clock_now_ms();
 	site->base = base;
 	site->default_path = strdup(default_plugin_path);
 	int rc = make_dirs(cfg->data_dir, err, errlen);
@@ -1606,4 +1789,36 @@ bool site_wait_idle(struct site *site, uint64_t timeout_ms)
 		    !actor_wait_idle(&site->insts[i]->actor, deadline))
 			return false;
 	return true;
+}
+
+struct executor *site_executor(const struct site *site)
+{
+	return site->exec;
+}
+
+int site_post_host(struct site *site, void (*fn)(void *arg, void *actor_ctx), void *arg)
+{
+	struct task t = {.kind = TASK_CALL, .target = arg, .u.fn = fn};
+	return actor_post(&site->host_actor, &t) ? PLANT_OK : PLANT_E_STATE;
+}
+
+int site_post_instance(struct instance *inst, void (*fn)(void *arg, void *actor_ctx), void *arg)
+{
+	struct task t = {.kind = TASK_CALL, .target = arg, .u.fn = fn};
+	return actor_post(&inst->actor, &t) ? PLANT_OK : PLANT_E_STATE;
+}
+
+json_t *site_stores_json(struct site *site)
+{
+	return site->stores_open ? stores_json(site->stores) : json_array();
+}
+
+uint64_t site_started_ms(const struct site *site)
+{
+	return site->started_ms;
+}
+
+struct event_base *site_event_base(const struct site *site)
+{
+	return site->base;
 }

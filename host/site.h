@@ -17,6 +17,7 @@
 struct event_base;
 struct site;
 struct metrics;
+struct http;
 
 enum instance_state {
 	INST_NEW,
@@ -25,6 +26,10 @@ enum instance_state {
 	INST_STOPPED,
 	INST_FAILED, /* init or start failed; kept for the report */
 };
+
+/* Upper bounds of the handler latency histogram, in µs. */
+#define SITE_LATENCY_BUCKETS 12
+extern const uint64_t site_latency_bounds_us[SITE_LATENCY_BUCKETS];
 
 struct instance {
 	struct site *site;
@@ -41,6 +46,9 @@ struct instance {
 	struct timer *timers;
 	uint64_t next_timer_id;
 	atomic_ullong handled, errors;
+	/* handler calls by duration (SITE_LATENCY_BOUNDS_US, then +Inf) */
+	atomic_ullong lat_count[SITE_LATENCY_BUCKETS + 1];
+	atomic_ullong lat_sum_ns;
 	atomic_bool stopping; /* the host API refuses new subscriptions and timers */
 };
 
@@ -75,6 +83,26 @@ struct bus *site_bus(const struct site *site);
 const struct site_config *site_config(const struct site *site);
 /* Wait until no instance has work pending (tests), up to timeout_ms. */
 bool site_wait_idle(struct site *site, uint64_t timeout_ms);
+
+/* site_create() for a host that serves HTTP: plugins register their routes
+ * on `http`'s listeners (which must outlive the site). */
+int site_create_http(struct site_config *cfg, const char *default_plugin_path,
+		     struct event_base *base, struct http *http, struct site **out, char *err,
+		     size_t errlen);
+
+/* For the admin API. */
+struct executor *site_executor(const struct site *site);
+/* Run fn(arg, actor_ctx) on a worker, as the host's own work (store and
+ * durable queue calls); actor_ctx is NULL when it can never run. */
+int site_post_host(struct site *site, void (*fn)(void *arg, void *actor_ctx), void *arg);
+/* Run fn on the instance's worker, never beside its other callbacks. */
+int site_post_instance(struct instance *inst, void (*fn)(void *arg, void *actor_ctx), void *arg);
+/* [{name, backend, healthy, detail}] [new]; may block: on a worker. */
+json_t *site_stores_json(struct site *site);
+/* The loop the site's timers run on. */
+struct event_base *site_event_base(const struct site *site);
+/* The host's start, ms since the epoch. */
+uint64_t site_started_ms(const struct site *site);
 
 /* The host API table (one for every instance). */
 extern const struct plant_host_api host_api;

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 4
+#define PLANT_ABI_MINOR 5
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -241,6 +241,38 @@ struct plant_store_backend {
 	size_t (*expire)(void *store, uint64_t now);
 	/* Optional: is the store healthy? *detail_out [new] or NULL. */
 	int (*health)(void *store, json_t **detail_out);
+};
+
+/* ---- HTTP routes [since 1.5] -------------------------------------------------- */
+
+/* One HTTP request to a plugin's route. Opaque; valid until http_reply(). */
+typedef struct plant_http_req plant_http_req;
+
+#define PLANT_ROUTE_PREFIX	0x1u /* `path` ends in '/' and matches every path below it */
+/* The handler is thread-safe: the host calls it directly on the listener's
+ * HTTP threads, several at once when the listener has several, sparing the
+ * hop to a worker. Without it, requests are queued to the instance's worker
+ * and handled one at a time like messages ([instance]). */
+#define PLANT_ROUTE_CONCURRENT	0x2u
+#define PLANT_ROUTE_KNOWN_FLAGS (PLANT_ROUTE_PREFIX | PLANT_ROUTE_CONCURRENT)
+
+/* Handle one request: answer it with http_reply() exactly once, before
+ * returning or later from any thread. Returning non-OK without having
+ * replied makes the host answer 500 with the instance's last error. */
+typedef int (*plant_http_handler)(void *state, plant_http_req *req, void *user);
+
+/* What a request says, from http_request(). Strings are [borrowed] until
+ * the reply. */
+struct plant_http_info {
+	uint32_t struct_size; /* set by the caller: sizeof(struct plant_http_info) */
+	const char *method;   /* "GET", "POST", "PUT", "DELETE", ... */
+	const char *path;     /* decoded, without the query: "/v1/ingest/sensor.raw" */
+	const char *tail;     /* for a prefix route, what follows the prefix; else "" */
+	const char *query;    /* the raw query string, or "" */
+	const char *body;     /* the body (not NUL-terminated), or NULL when empty */
+	size_t body_len;
+	const char *remote;   /* the peer's address */
+	const char *listener; /* the listener's name */
 };
 
 #define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
@@ -485,6 +517,35 @@ struct plant_host_api {
 	 * when the body is not a JSON object. */
 	int (*msg_fields)(const plant_msg *msg, const char *const *keys, size_t n,
 			  struct plant_field *out);
+
+	/* ---- [since 1.5] HTTP routes, all-or-nothing batches ---- */
+
+	/* [any-thread] Serve `method` `path` on the site's listener `listener`
+	 * (see listeners in the README): exact paths, or with
+	 * PLANT_ROUTE_PREFIX every path below a prefix ending in '/'. The
+	 * listener checks tokens and size limits before the handler runs.
+	 * Requests reach the handler only while the instance runs (503
+	 * before); routes go when it stops. PLANT_E_NOTFOUND for an unknown
+	 * listener, PLANT_E_EXISTS when another route has the same method and
+	 * path, PLANT_E_INVALID for a bad path or flags. */
+	int (*http_route)(plant_instance *self, const char *listener, const char *method,
+			  const char *path, uint32_t flags, plant_http_handler fn, void *user);
+	/* [any-thread] Fill `out` (set out->struct_size first). */
+	int (*http_request)(const plant_http_req *req, struct plant_http_info *out);
+	/* [any-thread] A request header, case-insensitive, or NULL. */
+	const char *(*http_header)(const plant_http_req *req, const char *name);
+	/* [any-thread] Answer and release `req`. `headers` is NULL or a
+	 * NULL-terminated list of name, value pairs. `body` is copied. */
+	int (*http_reply)(plant_http_req *req, int status, const char *content_type,
+			  const char *body, size_t len, const char *const *headers);
+
+	/* [any-thread] publish_batch(), all or nothing: every item is
+	 * published, or none is: PLANT_E_FULL when one does not fit in a queue,
+	 * PLANT_E_INVALID for a bad topic or body (*failed_out, may be NULL,
+	 * names that item). A durable queue has them all stored when this
+	 * returns OK. Bodies are [stolen], even on error. */
+	int (*publish_all)(plant_instance *self, struct plant_publish *items, size_t n,
+			   size_t *failed_out);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
