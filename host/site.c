@@ -1656,8 +1656,6 @@ void site_destroy(struct site *site)
 
 int site_reload(struct site *site, struct site_config *cfg, char *err, size_t errlen)
 {
-	size_t n_new = cfg->n_instances;
-	struct instance **next = calloc(n_new + 1, sizeof *next);
 	bool *keep = calloc(site->n + 1, sizeof *keep);
 	char *path = plugin_path_for(cfg, site->default_path);
 	int rc = PLANT_OK;
@@ -1665,7 +1663,12 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	/* 1. Check everything that changes before touching anything. */
 	rc = queues_check(cfg, err, errlen);
 	if (!rc)
+		rc = http_check(cfg, err, errlen);
+	if (!rc)
 		rc = add_backend_instances(cfg, err, errlen);
+	/* counted after the backends' instances were added */
+	size_t n_new = cfg->n_instances;
+	struct instance **next = calloc(n_new + 1, sizeof *next);
 	for (size_t i = 0; i < site->n && !rc; i++) {
 		struct instance *old = site->insts[i];
 		const struct instance_spec *now = config_find_instance(cfg, old->spec->name);

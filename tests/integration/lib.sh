@@ -310,3 +310,38 @@ line_of() {
 host_abi() {
   "$PLANTD" --version | sed -nE 's/.*SDK ABI ([0-9]+\.[0-9]+).*/\1/p'
 }
+
+# ---- HTTP -------------------------------------------------------------------------
+
+# wait_urls DATA_DIR: wait until plantd wrote DATA_DIR/listeners.json (where
+# each listener ended up: sites in tests use port = 0).
+wait_urls() {
+  wait_until 10 "$1/listeners.json" test -s "$1/listeners.json"
+}
+
+# url_of DATA_DIR NAME: the base URL of listener NAME.
+url_of() {
+  jq -r --arg n "$2" '.[$n]' "$1/listeners.json"
+}
+
+# req METHOD URL [CURL_ARGS...]: one request with curl; the status in CODE,
+# the body in BODY, the headers in the file $HDR_FILE (000: no answer).
+req() {
+  local method=$1 url=$2
+  shift 2
+  HDR_FILE=$TEST_TMP/resp.headers
+  CODE=$(curl -s -o "$TEST_TMP/resp.body" -D "$HDR_FILE" -w '%{http_code}' \
+    --max-time $((10 * TIME_FACTOR)) -X "$method" "$@" "$url") || true
+  [[ -n $CODE ]] || CODE=000
+  BODY=$(cat "$TEST_TMP/resp.body" 2>/dev/null || true)
+}
+
+# expect_code CODE WHAT: the last req answered CODE.
+expect_code() {
+  [[ $CODE == "$1" ]] || fail "$2: HTTP $CODE, expected $1 (body: ${BODY:0:300})"
+}
+
+# header_of NAME: a header of the last req's answer.
+header_of() {
+  grep -i "^$1:" "$HDR_FILE" | head -1 | cut -d' ' -f2- | tr -d '\r'
+}
