@@ -1029,12 +1029,16 @@ int bus_redrive(struct bus *b, const char *dlq, size_t *moved_out, size_t *kept_
 	struct delivery **keep = NULL;
 	size_t n_keep = 0, cap_keep = 0;
 	int rc = PLANT_OK;
-	for (;;) {
+	/* what waits now, not what comes back meanwhile (a source whose
+	 * consumer still fails would send it round again) */
+	size_t budget = queue_visible(from->q);
+	while (budget) {
 		struct delivery *ds[256];
 		uint64_t now = clock_now_ms();
-		size_t n = queue_receive(from->q, ds, 256, now);
+		size_t n = queue_receive(from->q, ds, budget < 256 ? budget : 256, now);
 		if (n == 0)
 			break;
+		budget -= n;
 		for (size_t i = 0; i < n; i++) {
 			json_t *attrs = ds[i]->msg->attrs;
 			const char *src =

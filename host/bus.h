@@ -95,8 +95,8 @@ const plant_msg *bus_hold(const plant_msg *msg);
 /* Free a held handle without settling it. */
 void bus_release(const plant_msg *held);
 
-/* Move the messages of dead-letter queue `dlq` back to the queue each came
- * from (its "dlq_source" attribute). Those that cannot go (no source, the
+/* Move the messages waiting in dead-letter queue `dlq` now back to the
+ * queue each came from (its "dlq_source" attribute). Those that cannot go (no source, the
  * source full or gone) stay, counted in *kept_out. PLANT_E_NOTFOUND for an
  * unknown queue. May block on a durable queue's store: run it on a worker. */
 int bus_redrive(struct bus *bus, const char *dlq, size_t *moved_out, size_t *kept_out);
