@@ -18,6 +18,10 @@ plugins = (
   { name = "pressure"; total_runtime = "45s"; },
   { name = "power"; total_runtime = "45s"; }
 );
+listeners = (
+  { name = "admin"; port = 0; },
+  { name = "ingest"; port = 0; }
+);
 CONF
 
 say "check the demo configuration as shipped"
@@ -30,6 +34,38 @@ done
 
 say "run the demo for 60 s"
 start_plantd -c "$TEST_TMP/conf.d" --env ci --run-for 60
+
+say "while it runs: healthy, and two readings from a gateway over HTTP go the same way"
+wait_urls "$TEST_TMP/data"
+A=$(url_of "$TEST_TMP/data" admin)
+I=$(url_of "$TEST_TMP/data" ingest)
+healthy() {
+  req GET "$A/healthz"
+  [[ $CODE == 200 ]]
+}
+wait_until 10 "/healthz to answer 200" healthy
+timeout $((20 * TIME_FACTOR)) curl -sN "$A/v1/topics/sensor.thermistor.processed/tail" |
+  grep --line-buffered -E '"id":"gw-(1|2)"' | head -n 2 >"$TEST_TMP/gw.processed" &
+tail_pid=$!
+_BG_PIDS+=("$tail_pid")
+sleep 0.5 # the tail subscribes
+gw='[{"id":"gw-1","sensor_id":"L01-S9001","location":"L01","type":"thermistor","ts":1700000000000,"resistance":10000},
+     {"id":"gw-2","sensor_id":"L02-S9002","location":"L02","type":"thermistor","ts":1700000000001,"resistance":12000}]'
+req POST "$I/v1/ingest/sensor.thermistor.raw" -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: gw-batch-1' -d "$gw"
+expect_code 202 "ingest of two readings"
+ids=$(jq -c .ids <<<"$BODY")
+req POST "$I/v1/ingest/sensor.thermistor.raw" -H 'Content-Type: application/json' \
+  -H 'Idempotency-Key: gw-batch-1' -d "$gw"
+expect_code 202 "the retried ingest"
+[[ $(jq -c .ids <<<"$BODY") == "$ids" && $(header_of Idempotency-Replayed) == true ]] ||
+  fail "the retry was not a replay: $BODY"
+wait "$tail_pid" || true
+_forget_pid "$tail_pid"
+[[ $(wc -l <"$TEST_TMP/gw.processed") == 2 ]] ||
+  fail "the ingested readings were not processed: $(cat "$TEST_TMP/gw.processed")"
+jq -se 'map(select(.body.id == "gw-1"))[0].body.temp_c | . > -1 and . < 1' \
+  "$TEST_TMP/gw.processed" >/dev/null || fail "gw-1's temperature: $(cat "$TEST_TMP/gw.processed")"
 wait_exit 90
 expect_exit 0
 
@@ -57,8 +93,9 @@ processed=$(field sensor processed)
 rejected=$(field sensor rejected)
 duplicates=$(field sensor duplicates)
 say "sensor: processed $processed, rejected $rejected, duplicates $duplicates"
-[[ $processed == "$sum_readings" ]] ||
-  fail "the simulators sent $sum_readings well-formed readings, the sensor processed $processed"
+# plus the gateway's two, once each
+[[ $processed == "$((sum_readings + 2))" ]] ||
+  fail "the simulators sent $sum_readings well-formed readings and the gateway 2, the sensor processed $processed"
 [[ $rejected == "$sum_malformed" ]] ||
   fail "the simulators sent $sum_malformed malformed readings, the sensor rejected $rejected"
 
@@ -66,12 +103,12 @@ summary=$(grep -E '^summary ' "$OUT" | tail -n 1)
 [[ -n $summary ]] || fail "the live view printed no summary line"
 say "$summary"
 sfield() { sed -nE "s/.*[ ]$1=([0-9]+).*/\1/p" <<<"$summary"; }
-[[ $(sfield analytics_total) == "$therm" ]] ||
-  fail "analytics counted $(sfield analytics_total) readings, the thermistors sent $therm"
+[[ $(sfield analytics_total) == "$((therm + 2))" ]] ||
+  fail "analytics counted $(sfield analytics_total) readings, the thermistors and the gateway sent $((therm + 2))"
 [[ $(sfield dead_lettered) == "$sum_malformed" ]] ||
   fail "the dead-letter queue holds $(sfield dead_lettered), expected the $sum_malformed malformed"
-[[ $(sfield processed) == "$sum_readings" ]] ||
-  fail "the live view saw $(sfield processed) processed readings, expected $sum_readings"
+[[ $(sfield processed) == "$((sum_readings + 2))" ]] ||
+  fail "the live view saw $(sfield processed) processed readings, expected $((sum_readings + 2))"
 
 say "the live view showed every location with an average temperature"
 for l in 1 2 3 4 5 6 7 8; do
