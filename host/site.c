@@ -1097,7 +1097,9 @@ static int route_enter(void *ud, plant_http_req *req)
 	if (!inst_serves(inst))
 		return PLANT_E_STATE;
 	if (ir->flags & PLANT_ROUTE_CONCURRENT) {
+		uint64_t t0 = clock_mono_ns();
 		int rc = ir->fn(inst->state, req, ir->user);
+		latency_note(inst, clock_mono_ns() - t0);
 		atomic_fetch_add(&inst->handled, 1);
 		if (rc != PLANT_OK) {
 			atomic_fetch_add(&inst->errors, 1);
