@@ -16,6 +16,7 @@
 #include "clock.h"
 #include "executor.h"
 #include "http.h"
+#include "httpc.h"
 #include "jsoncheck.h"
 #include "loader.h"
 #include "log.h"
@@ -485,6 +486,18 @@ static int get_metrics(void *ud, plant_http_req *req)
 	plugin_metrics(&t, a->site, true);
 	family(&t, "plantd_instance_gauge", "gauge", "Gauges plugins keep.");
 	plugin_metrics(&t, a->site, false);
+	struct httpc_stats hs;
+	httpc_stats_get(site_httpc(a->site), &hs);
+	family(&t, "plantd_http_client_requests_total", "counter",
+	       "Requests plugins made through the host's HTTP client, by outcome.");
+	put(&t,
+	    "plantd_http_client_requests_total{outcome=\"answered\"} %" PRIu64 "\n"
+	    "plantd_http_client_requests_total{outcome=\"failed\"} %" PRIu64 "\n"
+	    "plantd_http_client_requests_total{outcome=\"timeout\"} %" PRIu64 "\n"
+	    "plantd_http_client_requests_total{outcome=\"cancelled\"} %" PRIu64 "\n",
+	    hs.ok, hs.failed, hs.timeouts, hs.cancelled);
+	family(&t, "plantd_http_client_in_flight", "gauge", "Requests waiting for an answer.");
+	put(&t, "plantd_http_client_in_flight %" PRIu64 "\n", hs.in_flight);
 	family(&t, "plantd_http_requests_total", "counter",
 	       "Requests answered per listener and status code (0: any other).");
 	struct http_stat_ctx c = {.t = &t};

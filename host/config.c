@@ -1,4 +1,5 @@
 #include "config.h"
+#include "httpc.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -209,6 +210,7 @@ void config_free(struct site_config *cfg)
 	for (size_t i = 0; i < cfg->n_listeners; i++)
 		spec_free(&cfg->listeners[i]);
 	free(cfg->listeners);
+	json_decref(cfg->aws);
 	free(cfg->source);
 	free(cfg->dir);
 	free(cfg->site);
@@ -452,6 +454,26 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 			return fail(err, errlen, file, line,
 				    "'workers' must be an integer from 0 (one per core) to 256");
 		cfg->workers = config_setting_get_int(s);
+		return PLANT_OK;
+	}
+	if (strcmp(key, "aws") == 0) {
+		if (!config_setting_is_group(s))
+			return fail(err, errlen, file, line,
+				    "'aws' must be a group: aws = { region = \"eu-west-1\"; };");
+		json_t *v;
+		int rc = setting_to_json(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		char why[512];
+		if (httpc_check_aws(v, why, sizeof why) != PLANT_OK) {
+			json_decref(v);
+			return fail(err, errlen, file, line, "%s", why);
+		}
+		/* an overlay changes single keys */
+		if (!cfg->aws)
+			cfg->aws = json_object();
+		json_object_update(cfg->aws, v);
+		json_decref(v);
 		return PLANT_OK;
 	}
 	if (strcmp(key, "shutdown_timeout") == 0) {

@@ -30,6 +30,7 @@ struct site_config {
 	int log_level;		      /* -1 = not set */
 	char *log_file;		      /* NULL = stderr */
 	uint64_t shutdown_timeout_ms; /* default 10 s */
+	json_t *aws;		      /* the `aws` group as an object, or NULL */
 
 	struct instance_spec *instances;
 	size_t n_instances;

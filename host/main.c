@@ -1,5 +1,6 @@
 /* plantd: the host. Loads a site's configuration, its plugins through the
  * SDK, and runs them until told to stop. */
+#include <curl/curl.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/thread.h>
@@ -8,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "admin.h"
 #include "config.h"
@@ -24,6 +26,7 @@ struct runtime {
 	struct event_base *base;
 	struct site *site;
 	int cli_log_level;
+	char *site_data_dir; /* where listeners.json was written */
 };
 
 static void usage(FILE *f)
@@ -201,6 +204,7 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	curl_global_init(CURL_GLOBAL_DEFAULT);
 	evthread_use_pthreads();
 	rt.base = event_base_new();
 	if (!rt.base) {
@@ -237,8 +241,10 @@ int main(int argc, char **argv)
 		site_destroy(rt.site);
 		status = 1;
 	} else {
-		if (site_config(rt.site)->n_listeners)
-			write_urls(http, site_config(rt.site)->data_dir);
+		if (site_config(rt.site)->n_listeners) {
+			rt.site_data_dir = strdup(site_config(rt.site)->data_dir);
+			write_urls(http, rt.site_data_dir);
+		}
 		if (run_for > 0) {
 			struct timeval tv = {
 				.tv_sec = (time_t)run_for,
@@ -255,6 +261,12 @@ int main(int argc, char **argv)
 	}
 	http_destroy(http);
 	admin_free(admin);
+	if (rt.site_data_dir) { /* where the listeners were: gone now */
+		char path[4096];
+		snprintf(path, sizeof path, "%s/listeners.json", rt.site_data_dir);
+		unlink(path);
+		free(rt.site_data_dir);
+	}
 
 	event_free(ev_run_for);
 	event_free(ev_hup);
@@ -262,6 +274,7 @@ int main(int argc, char **argv)
 	event_free(ev_term);
 	event_base_free(rt.base);
 	libevent_global_shutdown();
+	curl_global_cleanup();
 	log_close();
 	return status;
 }

@@ -21,6 +21,7 @@
 #include "queue.h"
 #include "store.h"
 #include "http.h"
+#include "httpc.h"
 #include "plantd-build.h"
 
 #define BATCH_MAX 256
@@ -45,7 +46,8 @@ struct site {
 	struct executor *exec;
 	struct instance **insts;
 	size_t n;
-	struct http *http; /* listeners for plugin routes, or NULL */
+	struct http *http;   /* listeners for plugin routes, or NULL */
+	struct httpc *httpc; /* the HTTP client plugins call through */
 	uint64_t started_ms;
 };
 
@@ -294,6 +296,11 @@ static bool inst_stop(struct instance *inst)
 	atomic_store(&inst->stopping, true);
 	inst_detach(inst);
 	uint64_t deadline = clock_mono_ns() + inst->site->cfg->shutdown_timeout_ms * 1000000u;
+	/* HTTP calls in flight end now (PLANT_E_STATE); their answers wait in
+	 * the mailbox with the rest */
+	httpc_cancel_owner(inst->site->httpc, inst);
+	while (atomic_load(&inst->http_calls) > 0 && clock_mono_ns() < deadline)
+		usleep(1000);
 	bool idle = actor_wait_idle(&inst->actor, deadline);
 	actor_close(&inst->actor);
 	if (!idle) {
@@ -1040,6 +1047,131 @@ static int api_store_batch(plant_instance *self, uint32_t store, const struct pl
 	return rc;
 }
 
+/* ---- the HTTP client ----------------------------------------------------------- */
+
+struct call_ctx {
+	struct instance *inst;
+	plant_http_done done;
+	void *user;
+	struct plant_http_result *res; /* the copy for the worker */
+};
+
+/* [worker, under the instance's actor] or dropped (NULL) while stopping */
+static void call_task(void *arg, void *actor_ctx)
+{
+	struct call_ctx *cc = arg;
+	struct instance *inst = cc->inst;
+	if (!actor_ctx || !inst->state)
+		cc->res->status = PLANT_E_STATE;
+	if (inst->state)
+		cc->done(inst->state, cc->res, cc->user);
+	httpc_result_free(cc->res);
+	free(cc);
+}
+
+/* [client thread] */
+static void call_finished(void *ud, struct plant_http_result *res)
+{
+	struct call_ctx *cc = ud;
+	struct instance *inst = cc->inst;
+	cc->res = httpc_result_copy(res);
+	if (!cc->res) {
+		log_write(PLANT_LOG_ERROR, inst->spec->name,
+			  "out of memory: the answer to an HTTP call is lost");
+		free(cc);
+	} else {
+		struct task t = {.kind = TASK_CALL, .target = cc, .u.fn = call_task};
+		if (!actor_post(&inst->actor, &t))
+			call_task(cc, NULL);
+	}
+	atomic_fetch_sub(&inst->http_calls, 1);
+}
+
+static int api_http_call(plant_instance *self, const struct plant_http_call *call,
+			 plant_http_done done, void *user)
+{
+	struct instance *inst = inst_of(self);
+	if (!done)
+		return PLANT_E_INVALID;
+	atomic_fetch_add(&inst->http_calls, 1);
+	if (atomic_load(&inst->stopping)) {
+		atomic_fetch_sub(&inst->http_calls, 1);
+		return PLANT_E_STATE;
+	}
+	struct call_ctx *cc = calloc(1, sizeof *cc);
+	char why[512] = "";
+	int rc = cc ? PLANT_OK : PLANT_E_NOMEM;
+	if (cc) {
+		*cc = (struct call_ctx){.inst = inst, .done = done, .user = user};
+		rc = httpc_submit(inst->site->httpc, inst, call, call_finished, cc, why,
+				  sizeof why);
+	}
+	if (rc != PLANT_OK) {
+		free(cc);
+		atomic_fetch_sub(&inst->http_calls, 1);
+		if (why[0])
+			api_error(self, NULL, "%s", why);
+	}
+	return rc;
+}
+
+struct waiter {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	bool done;
+	struct plant_http_result *res;
+};
+
+static void wait_finished(void *ud, struct plant_http_result *res)
+{
+	struct waiter *w = ud;
+	struct plant_http_result *copy = httpc_result_copy(res);
+	pthread_mutex_lock(&w->lock);
+	w->res = copy;
+	w->done = true;
+	pthread_cond_signal(&w->cond);
+	pthread_mutex_unlock(&w->lock);
+}
+
+static int api_http_call_wait(plant_instance *self, const struct plant_http_call *call,
+			      struct plant_http_result **out)
+{
+	struct instance *inst = inst_of(self);
+	if (!out)
+		return PLANT_E_INVALID;
+	*out = NULL;
+	if (httpc_on_thread(inst->site->httpc))
+		return PLANT_E_STATE;
+	struct waiter w = {.done = false};
+	pthread_mutex_init(&w.lock, NULL);
+	pthread_cond_init(&w.cond, NULL);
+	char why[512] = "";
+	int rc = httpc_submit(inst->site->httpc, inst, call, wait_finished, &w, why, sizeof why);
+	if (rc == PLANT_OK) {
+		pthread_mutex_lock(&w.lock);
+		while (!w.done)
+			pthread_cond_wait(&w.cond, &w.lock);
+		pthread_mutex_unlock(&w.lock);
+		*out = w.res;
+		rc = w.res ? w.res->status : PLANT_E_NOMEM;
+	} else if (why[0]) {
+		api_error(self, NULL, "%s", why);
+	}
+	pthread_cond_destroy(&w.cond);
+	pthread_mutex_destroy(&w.lock);
+	return rc;
+}
+
+static void api_http_result_free(struct plant_http_result *res)
+{
+	httpc_result_free(res);
+}
+
+static const char *api_http_result_header(const struct plant_http_result *res, const char *name)
+{
+	return httpc_result_header(res, name);
+}
+
 /* ---- HTTP routes ------------------------------------------------------------- */
 
 struct inst_route {
@@ -1214,6 +1346,10 @@ const struct plant_host_api host_api = {
 	.http_header = api_http_header,
 	.http_reply = api_http_reply,
 	.publish_all = api_publish_all,
+	.http_call = api_http_call,
+	.http_call_wait = api_http_call_wait,
+	.http_result_free = api_http_result_free,
+	.http_result_header = api_http_result_header,
 };
 
 /* ---- the site ------------------------------------------------------------------ */
@@ -1569,6 +1705,12 @@ int site_create_http(struct site_config *cfg, const char *default_plugin_path,
 	site->cfg = cfg;
 	site->http = http;
 	site->started_ms = clock_now_ms();
+	int hrc = httpc_create(cfg->aws, &site->httpc, err, errlen);
+	if (hrc) {
+		free(site);
+		config_free(cfg);
+		return hrc;
+	}
 	site->base = base;
 	site->default_path = strdup(default_plugin_path);
 	int rc = make_dirs(cfg->data_dir, err, errlen);
@@ -1624,6 +1766,7 @@ int site_create_http(struct site_config *cfg, const char *default_plugin_path,
 fail:
 	if (site->tick)
 		event_free(site->tick);
+	httpc_destroy(site->httpc);
 	executor_destroy(site->exec);
 	if (site->host_actor_up)
 		actor_fini(&site->host_actor);
@@ -1643,6 +1786,8 @@ void site_destroy(struct site *site)
 	stop_all(site, ab);
 	/* workers finish what runs, then exit: nothing calls a plugin after */
 	executor_destroy(site->exec);
+	/* after the stores' users, before the stores (a backend may call out
+	 * until it is closed: destroy_all closes them below) */
 	actor_fini(&site->host_actor);
 	bus_flush_all(site->bus);
 	destroy_all(site, ab);
@@ -1651,6 +1796,7 @@ void site_destroy(struct site *site)
 		event_free(site->tick);
 	bus_destroy(site->bus);
 	stores_free(site->stores);
+	httpc_destroy(site->httpc);
 	config_free(site->cfg);
 	free(site->default_path);
 	free(site);
@@ -1826,4 +1972,9 @@ uint64_t site_started_ms(const struct site *site)
 struct event_base *site_event_base(const struct site *site)
 {
 	return site->base;
+}
+
+struct httpc *site_httpc(const struct site *site)
+{
+	return site->httpc;
 }

@@ -50,6 +50,7 @@ struct instance {
 	atomic_ullong lat_count[SITE_LATENCY_BUCKETS + 1];
 	atomic_ullong lat_sum_ns;
 	atomic_bool stopping; /* the host API refuses new subscriptions and timers */
+	atomic_long http_calls; /* http_call()s whose answer is not yet in the mailbox */
 };
 
 /* Open every module of `cfg`, check every instance's settings against its
@@ -101,6 +102,8 @@ int site_post_instance(struct instance *inst, void (*fn)(void *arg, void *actor_
 json_t *site_stores_json(struct site *site);
 /* The loop the site's timers run on. */
 struct event_base *site_event_base(const struct site *site);
+/* The site's HTTP client. */
+struct httpc *site_httpc(const struct site *site);
 /* The host's start, ms since the epoch. */
 uint64_t site_started_ms(const struct site *site);
 

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 5
+#define PLANT_ABI_MINOR 6
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -274,6 +274,46 @@ struct plant_http_info {
 	const char *remote;   /* the peer's address */
 	const char *listener; /* the listener's name */
 };
+
+/* ---- the HTTP client [since 1.6] ---------------------------------------------------- */
+
+/* An outgoing request, for http_call() and http_call_wait(). Zero-initialise,
+ * set struct_size = sizeof(struct plant_http_call), then what you need.
+ * Every pointer is [borrowed] for the duration of the call only: the host
+ * copies what it keeps. */
+struct plant_http_call {
+	uint32_t struct_size;
+	const char *method;	    /* "GET" (default), "POST", "PUT", "DELETE", ... */
+	const char *url;	    /* http:// or https:// */
+	const char *const *headers; /* NULL or a NULL-terminated list of name, value pairs */
+	const char *body;	    /* or NULL */
+	size_t body_len;
+	uint64_t timeout_ms; /* the whole exchange; 0 = 30 s */
+	/* AWS Signature Version 4: with a service name ("sqs", "sns",
+	 * "dynamodb", "s3"), the host signs the request with the site's AWS
+	 * credentials (the `aws` settings, else AWS_ACCESS_KEY_ID,
+	 * AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN from the environment).
+	 * PLANT_E_CONFIG from the call when there are none. */
+	const char *aws_service;
+	const char *aws_region; /* NULL: the site's region (`aws.region`, else AWS_REGION) */
+};
+
+/* What came back. [borrowed] for the duration of the callback (or until
+ * http_result_free() for http_call_wait()). */
+struct plant_http_result {
+	int status;	  /* PLANT_OK when an answer came (whatever its HTTP
+			   * status), PLANT_E_TIMEOUT, PLANT_E_IO (no
+			   * connection, TLS, reset), PLANT_E_STATE (stopping) */
+	long http_status; /* 200, 404, ...; 0 without an answer */
+	const char *body; /* NUL-terminated (also holds `body_len` bytes) */
+	size_t body_len;
+	const char *error; /* the transport's reason when status is not OK, else "" */
+	uint64_t elapsed_us;
+};
+
+/* [instance] The answer to http_call(), on the instance's worker like a
+ * message handler. */
+typedef void (*plant_http_done)(void *state, const struct plant_http_result *res, void *user);
 
 #define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
 #define PLANT_PLUGIN_KNOWN_FLAGS PLANT_PLUGIN_MAY_BLOCK
@@ -546,6 +586,27 @@ struct plant_host_api {
 	 * returns OK. Bodies are [stolen], even on error. */
 	int (*publish_all)(plant_instance *self, struct plant_publish *items, size_t n,
 			   size_t *failed_out);
+
+	/* ---- [since 1.6] the HTTP client ---- */
+
+	/* [any-thread] Send a request without waiting: the host's client runs
+	 * it on its own loop (connections are kept alive and reused) and
+	 * calls `done` on the instance's worker with the result. `done` is
+	 * always called exactly once when this returns PLANT_OK, with
+	 * PLANT_E_STATE when the instance stops first. */
+	int (*http_call)(plant_instance *self, const struct plant_http_call *call,
+			 plant_http_done done, void *user);
+	/* [any-thread] Send a request and wait for the result (*out is [new]:
+	 * http_result_free() it), blocking the calling thread but never the
+	 * host's loops: from a handler, a timer, a store backend's callback.
+	 * Returns the result's status (the result is there either way, unless
+	 * PLANT_E_INVALID, PLANT_E_CONFIG or PLANT_E_NOMEM). */
+	int (*http_call_wait)(plant_instance *self, const struct plant_http_call *call,
+			      struct plant_http_result **out);
+	void (*http_result_free)(struct plant_http_result *res);
+	/* [any-thread] A header of a result, case-insensitive, or NULL (the
+	 * last one when it came twice). */
+	const char *(*http_result_header)(const struct plant_http_result *res, const char *name);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin
