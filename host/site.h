@@ -49,7 +49,7 @@ struct instance {
 	/* handler calls by duration (SITE_LATENCY_BOUNDS_US, then +Inf) */
 	atomic_ullong lat_count[SITE_LATENCY_BUCKETS + 1];
 	atomic_ullong lat_sum_ns;
-	atomic_bool stopping; /* the host API refuses new subscriptions and timers */
+	atomic_bool stopping;	/* the host API refuses new subscriptions and timers */
 	atomic_long http_calls; /* http_call()s whose answer is not yet in the mailbox */
 };
 
