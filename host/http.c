@@ -20,6 +20,7 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <netdb.h>
@@ -35,6 +36,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 
@@ -97,8 +99,11 @@ struct worker {
 	struct evhttp *evh;
 	struct event *wake;
 	pthread_mutex_t lock;
-	plant_http_req *replies; /* answers made on other threads */
-	plant_http_req *flushes; /* streams with chunks waiting */
+	plant_http_req *replies;	 /* answers made on other threads */
+	plant_http_req *flushes;	 /* streams with chunks waiting */
+	struct evconnlistener *accepter; /* evhttp's, for pausing on accept errors */
+	struct event *resume;
+	uint64_t accept_warned; /* s, monotonic */
 	/* this worker's connections (its thread alone touches them) */
 	struct conn **conns;
 	size_t n_conns, cap_conns;
@@ -249,6 +254,15 @@ static char *pct_decode(const char *in, size_t n, bool plus_is_space)
 	}
 	out[o] = 0;
 	return out;
+}
+
+/* Bytes a client sent (a path, a topic) may not be UTF-8, which a JSON
+ * error message must be: anything outside ASCII becomes '?'. */
+static void ascii_only(char *s)
+{
+	for (; *s; s++)
+		if ((unsigned char)*s >= 0x80 || (unsigned char)*s < 0x20)
+			*s = '?';
 }
 
 /* ---- connections ------------------------------------------------------------------ */
@@ -404,8 +418,10 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
 int http_req_reply(plant_http_req *req, int status, const char *content_type, const char *body,
 		   size_t len, const char *const *headers)
 {
-	if (!req || status < 100 || status > 599 || (len && !body))
+	if (!req || status < 200 || status > 599 || (len && !body))
 		return PLANT_E_INVALID;
+	if (status == 204 || status == 304)
+		len = 0; /* they have none: one would break the connection's framing */
 	if (atomic_exchange(&req->replied, true))
 		return PLANT_E_STATE;
 	struct worker *w = req->w;
@@ -449,6 +465,7 @@ int http_req_reply_json(plant_http_req *req, int status, json_t *body, const cha
 		va_start(ap, fmt);
 		vsnprintf(msg, sizeof msg, fmt, ap);
 		va_end(ap);
+		ascii_only(msg);
 		body = json_pack("{ss}", "error", msg);
 	}
 	char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
@@ -520,19 +537,30 @@ int http_req_stream_start(plant_http_req *req, const char *content_type, void (*
 			  void *ud)
 {
 	struct worker *w = req->w;
-	if (!on_worker_thread(w) || !req->conn || req->conn->stream)
+	if (!on_worker_thread(w) || !req->conn || req->conn->stream || atomic_load(&req->replied))
 		return PLANT_E_STATE;
-	if (atomic_exchange(&req->replied, true))
-		return PLANT_E_STATE;
-	req->pending = evbuffer_new();
-	if (!req->pending)
+	struct evbuffer *pending = evbuffer_new();
+	if (!pending)
 		return PLANT_E_NOMEM;
+	atomic_store(&req->replied, true);
+	/* chunks may come from other threads as soon as the caller has
+	 * subscribed something: they find the buffer under the lock */
+	pthread_mutex_lock(&w->lock);
+	req->pending = pending;
+	pthread_mutex_unlock(&w->lock);
 	req->on_close = on_close;
 	req->close_ud = ud;
 	req->conn->stream = req;
 	evhttp_add_header(evhttp_request_get_output_headers(req->er), "Content-Type", content_type);
 	count_status(w->l, 200);
 	evhttp_send_reply_start(req->er, 200, "OK");
+	/* a stream may be quiet for long: the listener's idle timeout is for
+	 * requests, not for this (a day, as good as none) */
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req->er);
+	if (evcon) {
+		evhttp_connection_set_timeout(evcon, 86400);
+		bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, NULL);
+	}
 	return PLANT_OK;
 }
 
@@ -542,7 +570,7 @@ int http_req_stream_chunk(plant_http_req *req, const char *data, size_t len, siz
 	int rc = PLANT_OK;
 	bool wake = false;
 	pthread_mutex_lock(&w->lock);
-	if (req->stream_closed)
+	if (req->stream_closed || !req->pending)
 		rc = PLANT_E_STATE;
 	else if (evbuffer_get_length(req->pending) + len > max_pending)
 		rc = PLANT_E_FULL;
@@ -624,6 +652,7 @@ static void answer_plain(struct worker *w, struct evhttp_request *er, int status
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
+	ascii_only(msg);
 	json_t *j = json_pack("{ss}", "error", msg);
 	char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
 	json_decref(j);
@@ -639,6 +668,26 @@ static void answer_plain(struct worker *w, struct evhttp_request *er, int status
 	free(text);
 	count_status(w->l, status);
 	evhttp_send_reply(er, status, reason(status), NULL);
+}
+
+/* Host: 127.x.x.x, localhost, [::1], with or without a port. */
+static bool host_is_local(const char *host)
+{
+	char h[256];
+	snprintf(h, sizeof h, "%s", host);
+	char *end = h[0] == '[' ? strchr(h, ']') : strrchr(h, ':');
+	if (h[0] == '[') {
+		if (!end)
+			return false;
+		*end = 0;
+		return strcmp(h + 1, "::1") == 0;
+	}
+	if (end)
+		*end = 0;
+	struct in_addr a;
+	if (inet_pton(AF_INET, h, &a) == 1)
+		return (ntohl(a.s_addr) >> 24) == 127;
+	return strcasecmp(h, "localhost") == 0;
 }
 
 static const char *method_name(enum evhttp_cmd_type t)
@@ -701,6 +750,21 @@ static void on_request(struct evhttp_request *er, void *arg)
 		if (!token_ok(l, auth + 7)) {
 			answer_plain(w, er, 401, "WWW-Authenticate", "Bearer",
 				     "the token is not one of this listener's");
+			return;
+		}
+	}
+	if (l->admin && !l->n_tokens) {
+		/* without tokens the admin API trusts loopback: not a web page
+		 * the operator's browser runs (cross-site requests carry an
+		 * Origin; DNS rebinding a Host that is not ours) */
+		struct evkeyvalq *ih = evhttp_request_get_input_headers(er);
+		const char *origin = evhttp_find_header(ih, "Origin");
+		const char *host = evhttp_find_header(ih, "Host");
+		if (origin || (host && !host_is_local(host))) {
+			answer_plain(w, er, 403, NULL, NULL,
+				     "the admin API refuses requests from web pages (Origin or a "
+				     "foreign Host): use plantctl or curl, or give the listener "
+				     "tokens");
 			return;
 		}
 	}
@@ -912,10 +976,14 @@ static int lfail(const struct instance_spec *spec, const char *key, char *err, s
 	return PLANT_E_CONFIG;
 }
 
+/* A numeric loopback address (a name could resolve anywhere). */
 static bool is_loopback(const char *address)
 {
-	return strcmp(address, "localhost") == 0 || strncmp(address, "127.", 4) == 0 ||
-	       strcmp(address, "::1") == 0;
+	struct in_addr a;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, address, &a) == 1)
+		return (ntohl(a.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, address, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
 }
 
 static int int_key(const struct instance_spec *spec, const char *key, long long lo, long long hi,
@@ -1002,7 +1070,7 @@ static int listener_parse(const struct site_config *cfg, const struct instance_s
 	if (l->admin && !l->n_tokens && !is_loopback(l->address))
 		return lfail(spec, "address", err, errlen,
 			     "the admin listener on %s needs 'tokens': without them, bind it to "
-			     "127.0.0.1",
+			     "a loopback address such as 127.0.0.1",
 			     l->address);
 	json_t *cert = json_object_get(spec->settings, "tls_cert");
 	json_t *key = json_object_get(spec->settings, "tls_key");
@@ -1147,6 +1215,42 @@ static int bind_socket(struct listener *l, char *err, size_t errlen)
 	return fd;
 }
 
+/* The server of this process, for libevent callbacks that do not carry
+ * ours. */
+static _Atomic(struct http *) the_server;
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+	struct worker *w = arg;
+	evconnlistener_enable(w->accepter);
+}
+
+/* [worker] accept() failed: out of descriptors, most likely. Pause the
+ * listener for a second rather than retry at once (which spins), and say
+ * so once a minute. */
+static void on_accept_error(struct evconnlistener *lis, void *arg)
+{
+	int e = EVUTIL_SOCKET_ERROR();
+	/* `arg` is evhttp's own (its struct evhttp): find our worker by it */
+	struct worker *w = NULL;
+	struct http *h = atomic_load(&the_server);
+	for (size_t i = 0; h && i < h->n && !w; i++)
+		for (int k = 0; k < h->ls[i].n_workers && !w; k++)
+			if (h->ls[i].workers[k].evh == arg)
+				w = &h->ls[i].workers[k];
+	if (!w || !w->resume)
+		return;
+	evconnlistener_disable(lis);
+	struct timeval tv = {.tv_sec = 1};
+	evtimer_add(w->resume, &tv);
+	uint64_t now = clock_mono_ns() / 1000000000u;
+	if (now >= w->accept_warned + 60) {
+		w->accept_warned = now;
+		log_warn("listener \"%s\": cannot accept connections: %s; pausing 1 s", w->l->name,
+			 evutil_socket_error_to_string(e));
+	}
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -1186,11 +1290,16 @@ static int worker_init(struct http *h, struct listener *l, struct worker *w, cha
 	int fd = bind_socket(l, err, errlen);
 	if (fd < 0)
 		return PLANT_E_IO;
-	if (!evhttp_accept_socket_with_handle(w->evh, fd)) {
+	struct evhttp_bound_socket *bs = evhttp_accept_socket_with_handle(w->evh, fd);
+	if (!bs) {
 		close(fd);
 		snprintf(err, errlen, "listener \"%s\": cannot accept on its socket", l->name);
 		return PLANT_E_IO;
 	}
+	w->accepter = evhttp_bound_socket_get_listener(bs);
+	w->resume = evtimer_new(w->base, on_resume, w);
+	if (w->accepter && w->resume)
+		evconnlistener_set_error_cb(w->accepter, on_accept_error);
 	return PLANT_OK;
 }
 
@@ -1203,6 +1312,8 @@ static void worker_fini(struct worker *w)
 		evhttp_free(w->evh);
 	if (w->wake)
 		event_free(w->wake);
+	if (w->resume)
+		event_free(w->resume);
 	if (w->own_base && w->base)
 		event_base_free(w->base);
 	free(w->conns);
@@ -1221,6 +1332,7 @@ int http_create(const struct site_config *cfg, struct event_base *main_base, str
 		return PLANT_E_NOMEM;
 	h->main_base = main_base;
 	h->main_tid = pthread_self();
+	atomic_store(&the_server, h);
 	h->ls = calloc(cfg->n_listeners ? cfg->n_listeners : 1, sizeof *h->ls);
 	if (!h->ls) {
 		free(h);
@@ -1276,11 +1388,18 @@ void http_shutdown(struct http *h)
 	/* handlers in a call on listener threads finish first */
 	for (size_t i = 0; i < h->n; i++) {
 		struct listener *l = &h->ls[i];
-		pthread_rwlock_rdlock(&l->routes_lock);
-		for (struct route *r = l->routes; r; r = r->next)
-			while (atomic_load(&r->running) && l->threads)
-				usleep(200);
-		pthread_rwlock_unlock(&l->routes_lock);
+		if (!l->threads)
+			continue; /* on this thread: none is running */
+		for (;;) {
+			unsigned running = 0;
+			pthread_rwlock_rdlock(&l->routes_lock);
+			for (struct route *r = l->routes; r; r = r->next)
+				running += atomic_load(&r->running);
+			pthread_rwlock_unlock(&l->routes_lock);
+			if (!running)
+				break;
+			usleep(200);
+		}
 	}
 }
 
@@ -1305,5 +1424,7 @@ void http_destroy(struct http *h)
 		listener_fini(l);
 	}
 	free(h->ls);
+	struct http *expected = h;
+	atomic_compare_exchange_strong(&the_server, &expected, NULL);
 	free(h);
 }

@@ -68,9 +68,11 @@ int http_req_reply_json(plant_http_req *req, int status, json_t *body, const cha
 const char *http_req_query(const plant_http_req *req, const char *key, char *buf, size_t len);
 
 /* Streaming answers (the admin API's tail): start with a status and type,
- * then chunks from any thread; `on_close` runs on the listener's thread
- * when the client goes (or the server stops), after which `req` is gone
- * and chunks are refused. */
+ * then chunks from any thread (those sent before the start are refused);
+ * `on_close` runs on the listener's thread when the client goes (or the
+ * server stops), and `req` is freed when it returns: the caller must have
+ * stopped every thread that sends chunks by then. A stream is not subject
+ * to the listener's idle timeout. */
 int http_req_stream_start(plant_http_req *req, const char *content_type, void (*on_close)(void *ud),
 			  void *ud);
 /* Queue a chunk; PLANT_E_STATE once the client went, PLANT_E_FULL when

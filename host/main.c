@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "admin.h"
@@ -95,6 +96,25 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	log_info("SIGHUP");
 	if (do_reload(rt, err, sizeof err) != PLANT_OK)
 		log_error("reload refused, the site runs on unchanged: %s", err);
+}
+
+/* A listeners.json a crashed run left would tell of ports long gone. */
+static void unlink_stale_urls(const char *data_dir)
+{
+	char path[4096];
+	snprintf(path, sizeof path, "%s/listeners.json", data_dir);
+	unlink(path);
+}
+
+/* Connections need descriptors: take the hard limit, not the (often 1024)
+ * soft one. */
+static void raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
 }
 
 /* DATA_DIR/listeners.json: where each listener ended up (port 0 picks
@@ -204,6 +224,7 @@ int main(int argc, char **argv)
 	}
 
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
 	curl_global_init(CURL_GLOBAL_DEFAULT);
 	evthread_use_pthreads();
 	rt.base = event_base_new();
@@ -226,6 +247,7 @@ int main(int argc, char **argv)
 	int status = 0;
 	struct http *http = NULL;
 	struct admin *admin = NULL;
+	unlink_stale_urls(cfg->data_dir);
 	if (http_create(cfg, rt.base, &http, err, sizeof err) != PLANT_OK) {
 		fprintf(stderr, "%s\n", err);
 		log_error("site failed to start: %s", err);

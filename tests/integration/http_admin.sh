@@ -28,7 +28,7 @@ site = "it-admin";
 data_dir = "data";
 plugin_path = "$PLANTD_FIXTURE_DIR:$PLANTD_BUILD_ROOT/plugins/store_sqlite";
 listeners = (
-  { name = "admin"; admin = true; port = 0; },
+  { name = "admin"; admin = true; port = 0; timeout = "1s"; },
   { name = "ingest"; port = 0; threads = 2; }
 );
 stores = ( { name = "main"; backend = "sqlite"; path = "main.db"; } );
@@ -171,6 +171,29 @@ wait_until 5 "3 tailed lines" tailed
   '["tail.t1",1] ["tail.t2",2] ["tail.t3",3] ' ]] || fail "tail: $(cat "$TEST_TMP/tail")"
 wait "$tail_pid" || true
 _forget_pid "$tail_pid"
+
+say "a tail on a quiet topic outlives the listener's 1 s idle timeout"
+curl -sN --max-time $((6 * TIME_FACTOR)) "$A/v1/topics/quiet/tail" >"$TEST_TMP/quiet" &
+quiet_pid=$!
+_BG_PIDS+=("$quiet_pid")
+sleep 2.5
+req POST "$A/v1/topics/quiet" -d '{"late":true}'
+expect_code 202 "publish on the quiet topic"
+wait_until 5 "the late message on the quiet tail" file_lines_at_least "$TEST_TMP/quiet" 1
+[[ $(jq -c .body "$TEST_TMP/quiet") == '{"late":true}' ]] || fail "quiet tail: $(cat "$TEST_TMP/quiet")"
+kill "$quiet_pid" 2>/dev/null || true
+wait "$quiet_pid" 2>/dev/null || true
+_forget_pid "$quiet_pid"
+
+say "web pages cannot use the admin API (Origin, a foreign Host)"
+req GET "$A/healthz" -H 'Origin: https://evil.example'
+expect_code 403 "a request with an Origin"
+req POST "$A/v1/reload" -H 'Host: evil.example' -H 'Content-Type: text/plain' -d x
+expect_code 403 "a request for a foreign Host"
+[[ $(jq -r .error <<<"$BODY") == *"refuses requests from web pages"* ]] || fail "403: $BODY"
+req GET "$A/nope%FF"
+expect_code 404 "a path that is not UTF-8"
+[[ $(jq -r .error <<<"$BODY") == "no route for GET /nope?" ]] || fail "404 body: $BODY"
 
 say "plugin routes: worker, another thread, failure, prefix, thread-safe"
 req GET "$I/fx/echo?a=1" -H 'X-Test: hello'
