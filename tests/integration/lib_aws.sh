@@ -8,6 +8,8 @@
 #   start_fauxqs            # FAUXQS_URL, FAUXQS_PID, FAUXQS_PORT
 #   start_dynalite          # DYNALITE_URL, DYNALITE_PID, DYNALITE_PORT
 #   aws_cli sqs create-queue --queue-name q1
+#   start_fake_aws          # FAKE_AWS_URL, FAKE_AWS_PID: scripted bad answers
+#   fake_aws_script '[{"status": 500, "body": "..."}]'
 #
 # The servers are the npm packages pinned in tests/aws/package.json (fauxqs
 # for SNS, SQS and S3; dynalite for DynamoDB), installed with
@@ -39,11 +41,13 @@ FAUXQS_PORT=
 DYNALITE_URL=
 DYNALITE_PID=
 DYNALITE_PORT=
+FAKE_AWS_URL=
+FAKE_AWS_PID=
 
 # aws_fail MSG...: fail, showing what the peers printed.
 aws_fail() {
   local f
-  for f in "$TEST_TMP/fauxqs.log" "$TEST_TMP/dynalite.log"; do
+  for f in "$TEST_TMP/fauxqs.log" "$TEST_TMP/dynalite.log" "$TEST_TMP/fake_aws.log"; do
     if [[ -s $f ]]; then
       echo "--- $f:" >&2
       tail -n 50 "$f" >&2
@@ -204,6 +208,46 @@ stop_dynalite() {
   [[ -n $DYNALITE_PID ]] || aws_fail "stop_dynalite: dynalite is not running"
   _stop_peer "$DYNALITE_PID"
   DYNALITE_PID=
+}
+
+_fake_aws_ready() {
+  grep -q '^ready [0-9]' "$TEST_TMP/fake_aws.out" 2>/dev/null
+}
+
+# start_fake_aws: start tests/aws/fake_aws.js (a scripted AWS endpoint for
+# bad answers: 5xx, throttling, malformed bodies; see the file) on a free
+# port of 127.0.0.1. Sets FAKE_AWS_URL and FAKE_AWS_PID. Script it with
+# fake_aws_script JSON_ARRAY.
+start_fake_aws() {
+  [[ -z $FAKE_AWS_PID ]] || aws_fail "start_fake_aws: it already runs (pid $FAKE_AWS_PID)"
+  : >"$TEST_TMP/fake_aws.out"
+  node "$AWS_PEERS_DIR/fake_aws.js" 0 </dev/null >"$TEST_TMP/fake_aws.out" 2>>"$TEST_TMP/fake_aws.log" &
+  FAKE_AWS_PID=$!
+  _BG_PIDS+=("$FAKE_AWS_PID")
+  _deadline 15
+  while ! _fake_aws_ready; do
+    if ! _peer_alive "$FAKE_AWS_PID"; then
+      _fake_aws_ready && break
+      aws_fail "fake_aws.js (pid $FAKE_AWS_PID) ended before it was ready"
+    fi
+    _now_us
+    if ((_NOW_US >= _DEADLINE_US)); then
+      aws_fail "fake_aws.js (pid $FAKE_AWS_PID) not ready after $(_secs 15)"
+    fi
+    sleep 0.05
+  done
+  FAKE_AWS_URL=http://127.0.0.1:$(sed -n 's/^ready \([0-9]*\)$/\1/p' "$TEST_TMP/fake_aws.out" | head -n 1)
+}
+
+# fake_aws_script JSON_ARRAY: append answers to the fake's script.
+fake_aws_script() {
+  curl -sf --max-time $((10 * TIME_FACTOR)) -X POST --data-binary "$1" "$FAKE_AWS_URL/_fake/script" >/dev/null ||
+    aws_fail "fake_aws_script: the fake refused $1"
+}
+
+# fake_aws_get WHAT: GET /_fake/WHAT (requests, accepted) on stdout.
+fake_aws_get() {
+  curl -sf --max-time $((10 * TIME_FACTOR)) "$FAKE_AWS_URL/_fake/$1"
 }
 
 # aws_cli SERVICE ARGS...: the aws command against the local peer for
