@@ -151,11 +151,7 @@ curl -s -o "$TEST_TMP/slow.body" -w '%{http_code}' --max-time $((20 * TIME_FACTO
   -X POST "$I/fx/slow" >"$TEST_TMP/slow.code" &
 slow_pid=$!
 _BG_PIDS+=("$slow_pid")
-in_handler() {
-  req GET "$L/fx/echo" # any request: the slow one is in its handler by now
-  sleep 0.2
-}
-in_handler
+wait_for_log "inst=web msg=\"slow request: in the handler\"" 10
 send_signal TERM
 wait_for_log "signal SIGTERM: stopping" 10
 req GET "$I/fx/echo"
