@@ -11,6 +11,18 @@
  * survive a reopen, a path in use is refused, so is a file that is not a
  * store and a data_dir that cannot be written.
  *
+ * For backends whose stores live outside data_dir (a remote table):
+ * $PLANTD_STORE_UNIQUE_SETTING=KEY gives every data_dir a store of its own,
+ * the setting KEY (a string) becoming "VALUE-<data_dir's last component>";
+ * $PLANTD_STORE_DURABLE=1 adds the reopen test alone (items survive a
+ * close and an open of the same data_dir).
+ *
+ * Built with PLANT_TEST_HTTP (test_store_contract_http), the fake host
+ * also offers http_call_wait(), with libcurl easy handles (one per thread,
+ * connections kept) and SigV4 signing through CURLOPT_AWS_SIGV4, with the
+ * credentials of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY /
+ * AWS_SESSION_TOKEN and the region of AWS_REGION (else us-east-1).
+ *
  * Every call passes `now` explicitly: nothing sleeps.
  */
 #include <dlfcn.h>
@@ -22,6 +34,14 @@
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
+
+#ifdef PLANT_TEST_HTTP
+#include <stdbool.h>
+#include <strings.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#endif
 
 #include <plantd/plantd.h>
 
@@ -48,8 +68,10 @@ struct kb {
 static struct {
 	const char *plugin_file;
 	int persistent;
-	json_t *settings; /* the store's settings */
-	json_t *config;	  /* the instance's settings: {} */
+	int durable;		    /* items survive a reopen */
+	const char *unique_setting; /* a setting made unique per data_dir */
+	json_t *settings;	    /* the store's settings */
+	json_t *config;		    /* the instance's settings: {} */
 	void *dl;
 	const struct plant_plugin_desc *desc;
 	void *plugin_state;
@@ -114,6 +136,211 @@ static int fake_store_register(plant_instance *self, const char *kind,
 	g.registered = 1;
 	return PLANT_OK;
 }
+
+#ifdef PLANT_TEST_HTTP
+/* ---- the fake host's HTTP client: libcurl easy, one handle per thread ---- */
+
+struct fake_res {
+	struct plant_http_result pub; /* first: a result pointer is one */
+	char *body;
+	size_t len, cap;
+	char *hdrs; /* "Name: value\r\n"... of the last response */
+	size_t hlen, hcap;
+	char err[CURL_ERROR_SIZE];
+};
+
+static bool buf_append(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
+{
+	if (*len + n + 1 > *cap) {
+		size_t ncap = (*len + n + 1) * 2;
+		char *nb = realloc(*buf, ncap);
+
+		if (!nb)
+			return false;
+		*buf = nb;
+		*cap = ncap;
+	}
+	memcpy(*buf + *len, p, n);
+	*len += n;
+	(*buf)[*len] = '\0';
+	return true;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *ud)
+{
+	struct fake_res *r = ud;
+
+	return buf_append(&r->body, &r->len, &r->cap, p, size * n) ? size * n : 0;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *ud)
+{
+	struct fake_res *r = ud;
+
+	if (size * n >= 5 && memcmp(p, "HTTP/", 5) == 0)
+		r->hlen = 0; /* a new response (after a 100 Continue) */
+	return buf_append(&r->hdrs, &r->hlen, &r->hcap, p, size * n) ? size * n : 0;
+}
+
+static pthread_key_t easy_key;
+static pthread_once_t easy_once = PTHREAD_ONCE_INIT;
+
+static void easy_free(void *easy)
+{
+	curl_easy_cleanup(easy);
+}
+
+static void easy_key_make(void)
+{
+	pthread_key_create(&easy_key, easy_free);
+}
+
+/* This thread's handle: reset, its connections kept for the next call. */
+static CURL *thread_easy(void)
+{
+	CURL *c;
+
+	pthread_once(&easy_once, easy_key_make);
+	c = pthread_getspecific(easy_key);
+	if (c) {
+		curl_easy_reset(c);
+		return c;
+	}
+	c = curl_easy_init();
+	if (c)
+		pthread_setspecific(easy_key, c);
+	return c;
+}
+
+static void fake_http_result_free(struct plant_http_result *res)
+{
+	struct fake_res *r = (struct fake_res *)res;
+
+	if (!r)
+		return;
+	free(r->body);
+	free(r->hdrs);
+	free(r);
+}
+
+static const char *fake_http_result_header(const struct plant_http_result *res, const char *name)
+{
+	const struct fake_res *r = (const struct fake_res *)res;
+	static __thread char value[1024];
+	const char *found = NULL;
+	size_t nlen = strlen(name), flen = 0;
+
+	for (const char *line = r->hdrs; line && *line;) {
+		const char *end = strstr(line, "\r\n");
+		size_t llen = end ? (size_t)(end - line) : strlen(line);
+
+		if (llen > nlen && line[nlen] == ':' && strncasecmp(line, name, nlen) == 0) {
+			found = line + nlen + 1;
+			flen = llen - nlen - 1;
+			while (flen && (*found == ' ' || *found == '\t')) {
+				found++;
+				flen--;
+			}
+		}
+		line = end ? end + 2 : line + llen;
+	}
+	if (!found)
+		return NULL;
+	snprintf(value, sizeof value, "%.*s", (int)flen, found);
+	return value;
+}
+
+static int fake_http_call_wait(plant_instance *self, const struct plant_http_call *call,
+			       struct plant_http_result **out)
+{
+	const char *key = getenv("AWS_ACCESS_KEY_ID"), *secret = getenv("AWS_SECRET_ACCESS_KEY");
+	const char *token = getenv("AWS_SESSION_TOKEN"), *region = getenv("AWS_REGION");
+	struct curl_slist *hl = NULL;
+	struct fake_res *r;
+	char sigv4[256], *userpwd = NULL, line[2048];
+	struct timespec t0, t1;
+	CURL *c;
+	CURLcode cc;
+
+	(void)self;
+	if (!out)
+		return PLANT_E_INVALID;
+	*out = NULL;
+	if (!call || call->struct_size < sizeof(struct plant_http_call) || !call->url)
+		return PLANT_E_INVALID;
+	if (call->aws_service && (!key || !*key || !secret || !*secret))
+		return PLANT_E_CONFIG;
+	r = calloc(1, sizeof *r);
+	c = thread_easy();
+	if (!r || !c) {
+		free(r);
+		return PLANT_E_NOMEM;
+	}
+	for (const char *const *h = call->headers; h && h[0] && h[1]; h += 2) {
+		snprintf(line, sizeof line, "%s: %s", h[0], h[1]);
+		hl = curl_slist_append(hl, line);
+	}
+	if (call->aws_service && token && *token) {
+		snprintf(line, sizeof line, "X-Amz-Security-Token: %s", token);
+		hl = curl_slist_append(hl, line);
+	}
+	curl_easy_setopt(c, CURLOPT_URL, call->url);
+	curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(c, CURLOPT_TIMEOUT_MS,
+			 (long)(call->timeout_ms ? call->timeout_ms : 30000));
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, hl);
+	curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(c, CURLOPT_WRITEDATA, r);
+	curl_easy_setopt(c, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(c, CURLOPT_HEADERDATA, r);
+	curl_easy_setopt(c, CURLOPT_ERRORBUFFER, r->err);
+	if (call->body || (call->method && strcmp(call->method, "GET") != 0)) {
+		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)call->body_len);
+		curl_easy_setopt(c, CURLOPT_POSTFIELDS, call->body ? call->body : "");
+	}
+	if (call->method && strcmp(call->method, "GET") != 0 && strcmp(call->method, "POST") != 0)
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, call->method);
+	/* No "Expect:" header of ours: libcurl 7.88 would sign it without
+	 * sending it (curl issue 11664). */
+	if (call->aws_service) {
+		snprintf(sigv4, sizeof sigv4, "aws:amz:%s:%s",
+			 call->aws_region    ? call->aws_region
+			 : region && *region ? region
+					     : "us-east-1",
+			 call->aws_service);
+		curl_easy_setopt(c, CURLOPT_AWS_SIGV4, sigv4);
+		if (asprintf(&userpwd, "%s:%s", key, secret) < 0)
+			userpwd = NULL;
+		curl_easy_setopt(c, CURLOPT_USERPWD, userpwd);
+	}
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	cc = curl_easy_perform(c);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	curl_easy_setopt(c, CURLOPT_HTTPHEADER, NULL);
+	curl_slist_free_all(hl);
+	free(userpwd);
+	if (!r->body && !buf_append(&r->body, &r->len, &r->cap, "", 0)) {
+		fake_http_result_free(&r->pub);
+		return PLANT_E_NOMEM;
+	}
+	r->pub.body = r->body;
+	r->pub.body_len = r->len;
+	r->pub.elapsed_us = (uint64_t)(t1.tv_sec - t0.tv_sec) * 1000000u +
+			    (uint64_t)((t1.tv_nsec - t0.tv_nsec) / 1000);
+	if (cc == CURLE_OK) {
+		r->pub.status = PLANT_OK;
+		curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &r->pub.http_status);
+		r->err[0] = '\0';
+	} else {
+		r->pub.status = cc == CURLE_OPERATION_TIMEDOUT ? PLANT_E_TIMEOUT : PLANT_E_IO;
+		if (!r->err[0])
+			snprintf(r->err, sizeof r->err, "%s", curl_easy_strerror(cc));
+	}
+	r->pub.error = r->err;
+	*out = &r->pub;
+	return r->pub.status;
+}
+#endif /* PLANT_TEST_HTTP */
 
 static struct plant_host_api fake_api;
 
@@ -381,9 +608,26 @@ struct ctx {
 
 static int open_store(const char *dir, void **out, char *err, size_t errlen)
 {
+	json_t *settings = g.settings;
+	int rc;
+
 	err[0] = '\0';
 	*out = NULL;
-	return g.be->open(g.be_state, STORE_NAME, g.settings, dir, out, err, errlen);
+	if (g.unique_setting) {
+		const char *base = strrchr(dir, '/');
+		const char *value =
+			json_string_value(json_object_get(g.settings, g.unique_setting));
+		char unique[512];
+
+		snprintf(unique, sizeof(unique), "%s-%s", value ? value : STORE_NAME,
+			 base ? base + 1 : dir);
+		settings = json_deep_copy(g.settings);
+		json_object_set_new(settings, g.unique_setting, json_string(unique));
+	}
+	rc = g.be->open(g.be_state, STORE_NAME, settings, dir, out, err, errlen);
+	if (settings != g.settings)
+		json_decref(settings);
+	return rc;
 }
 
 static void *must_open(const char *dir)
@@ -1352,7 +1596,7 @@ static void test_reopen_keeps_items(void **state)
 	struct ctx *c = *state;
 	uint64_t v = 0;
 
-	if (!g.persistent)
+	if (!g.durable)
 		skip();
 	put_ok(c->store, K("p/a"), "{\"a\": [1, 2.5, null]}", 1);
 	put_ok(c->store, K("p/a"), "{\"a\": [1, 2.5, \"x\"]}", 2);
@@ -1513,6 +1757,11 @@ static int load_backend(void)
 		return -1;
 	}
 	g.persistent = persistent && strcmp(persistent, "1") == 0;
+	g.durable = g.persistent || (getenv("PLANTD_STORE_DURABLE") &&
+				     strcmp(getenv("PLANTD_STORE_DURABLE"), "1") == 0);
+	g.unique_setting = getenv("PLANTD_STORE_UNIQUE_SETTING");
+	if (g.unique_setting && !*g.unique_setting)
+		g.unique_setting = NULL;
 	g.settings = json_loads(settings && *settings ? settings : "{}", 0, &jerr);
 	if (!json_is_object(g.settings)) {
 		fprintf(stderr, "PLANTD_STORE_SETTINGS is not a JSON object: %s\n",
@@ -1552,6 +1801,15 @@ static int load_backend(void)
 	fake_api.error = fake_error;
 	fake_api.config = fake_config;
 	fake_api.store_register = fake_store_register;
+#ifdef PLANT_TEST_HTTP
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		fprintf(stderr, "curl_global_init failed\n");
+		return -1;
+	}
+	fake_api.http_call_wait = fake_http_call_wait;
+	fake_api.http_result_free = fake_http_result_free;
+	fake_api.http_result_header = fake_http_result_header;
+#endif
 
 	rc = g.desc->init(SELF, &fake_api, g.config, &g.plugin_state);
 	if (rc != PLANT_OK) {
