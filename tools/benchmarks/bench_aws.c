@@ -129,38 +129,7 @@ static uint64_t proc_hwm(pid_t pid)
 	return v;
 }
 
-static int free_port(void)
-{
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-	    getsockname(fd, (struct sockaddr *)&a, &len) != 0)
-		fail("cannot find a free port: %s", strerror(errno));
-	close(fd);
-	return ntohs(a.sin_port);
-}
-
 /* ---- HTTP ---------------------------------------------------------------- */
-
-struct body {
-	char *text;
-	size_t len;
-};
-
-static size_t on_body(char *data, size_t size, size_t nmemb, void *user)
-{
-	struct body *b = user;
-	size_t n = size * nmemb;
-	char *t = realloc(b->text, b->len + n + 1);
-	if (!t)
-		return 0;
-	memcpy(t + b->len, data, n);
-	b->len += n;
-	t[b->len] = '\0';
-	b->text = t;
-	return n;
-}
 
 static CURL *easy;
 
@@ -252,26 +221,6 @@ static json_t *sqs(const char *endpoint, const char *action, const char *body)
 }
 
 /* ---- a case ---------------------------------------------------------------- */
-
-static const char *plantd_path(void)
-{
-	static char path[PATH_MAX + 32];
-	const char *env = getenv("PLANTD");
-	if (env && *env)
-		return env;
-	char exe[PATH_MAX];
-	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-	if (n <= 0)
-		fail("cannot find myself in /proc/self/exe");
-	exe[n] = '\0';
-	char *slash = strrchr(exe, '/');
-	if (slash)
-		*slash = '\0';
-	snprintf(path, sizeof path, "%s/../../host/plantd", exe);
-	if (access(path, X_OK) != 0)
-		fail("no plantd at %s (build it, or set $PLANTD)", path);
-	return path;
-}
 
 struct result {
 	uint64_t readings;
