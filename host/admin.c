@@ -36,8 +36,7 @@ struct tap;
 struct admin {
 	struct http *http;
 	struct site *site;
-	admin_reload_fn reload;
-	void *reload_ud;
+	struct admin_hooks hooks;
 	const char *listener;
 	pthread_mutex_t taps_lock;
 	struct tap *taps;
@@ -535,6 +534,10 @@ static int get_plugins(void *ud, plant_http_req *req)
 					    json_sprintf("%u.%u", d->abi_major, d->abi_minor));
 		if (inst->error[0] && inst->st == INST_FAILED)
 			json_object_set_new(e, "error", json_string(inst->error));
+		char where[4200];
+		json_object_set_new(
+			e, "source",
+			json_string(instance_spec_where(inst->spec, NULL, where, sizeof where)));
 	}
 	return http_req_reply_json(req, 200, json_pack("{s:o}", "plugins", arr), NULL);
 }
@@ -734,10 +737,70 @@ static int post_reload(void *ud, plant_http_req *req)
 	struct admin *a = ud;
 	char err[4096];
 	log_info("reload asked through the admin API");
-	if (a->reload(a->reload_ud, err, sizeof err) != PLANT_OK)
+	if (a->hooks.reload(a->hooks.ud, err, sizeof err) != PLANT_OK)
 		return http_req_reply_json(
 			req, 400, json_pack("{s:s, s:b}", "error", err, "reloaded", 0), NULL);
 	return http_req_reply_json(req, 200, json_pack("{s:b}", "reloaded", 1), NULL);
+}
+
+static int status_http(int rc)
+{
+	switch (rc) {
+	case PLANT_E_EXISTS:
+	case PLANT_E_STATE:
+		return 409;
+	case PLANT_E_NOTFOUND:
+		return 404;
+	case PLANT_E_CONFIG:
+	case PLANT_E_PLUGIN:
+	case PLANT_E_INVALID:
+		return 400;
+	default:
+		return 500;
+	}
+}
+
+/* POST /v1/plugins {"name", "module", "config", "required"}: plantctl load */
+static int post_plugins(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	struct plant_http_info info = {.struct_size = sizeof info};
+	http_req_info(req, &info);
+	json_error_t jerr;
+	json_t *entry = info.body_len ? json_loadb(info.body, info.body_len, 0, &jerr) : NULL;
+	if (!entry)
+		return http_req_reply_json(
+			req, 400, NULL,
+			"the body must be a JSON object: {\"name\": ..., \"module\": ..., \"config\": {...}}");
+	char err[4096];
+	int rc = a->hooks.load(a->hooks.ud, entry, err, sizeof err);
+	const char *name = json_string_value(json_object_get(entry, "name"));
+	if (rc != PLANT_OK) {
+		log_warn("load refused: %s", err);
+		json_decref(entry);
+		return http_req_reply_json(req, status_http(rc), NULL, "%s", err);
+	}
+	json_t *answer = json_pack("{s:s}", "loaded", name);
+	struct instance *inst = site_find(a->site, name);
+	if (inst && inst->mod)
+		json_object_set_new(
+			answer, "version",
+			json_string(inst->mod->desc->version ? inst->mod->desc->version : ""));
+	json_decref(entry);
+	return http_req_reply_json(req, 201, answer, NULL);
+}
+
+/* DELETE /v1/plugins/NAME: plantctl unload */
+static int delete_plugin(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	struct plant_http_info info = {.struct_size = sizeof info};
+	http_req_info(req, &info);
+	char err[4096];
+	int rc = a->hooks.unload(a->hooks.ud, info.tail, err, sizeof err);
+	if (rc != PLANT_OK)
+		return http_req_reply_json(req, status_http(rc), NULL, "%s", err);
+	return http_req_reply_json(req, 200, json_pack("{s:s}", "unloaded", info.tail), NULL);
 }
 
 /* ---- tail ----------------------------------------------------------------------------------- */
@@ -860,7 +923,7 @@ static int get_topic_tail(void *ud, plant_http_req *req)
 /* ---- setup ------------------------------------------------------------------------------------
  */
 
-int admin_start(struct http *http, struct site *site, admin_reload_fn reload, void *reload_ud,
+int admin_start(struct http *http, struct site *site, const struct admin_hooks *hooks,
 		struct admin **out)
 {
 	*out = NULL;
@@ -872,8 +935,7 @@ int admin_start(struct http *http, struct site *site, admin_reload_fn reload, vo
 		return PLANT_E_NOMEM;
 	a->http = http;
 	a->site = site;
-	a->reload = reload;
-	a->reload_ud = reload_ud;
+	a->hooks = *hooks;
 	a->listener = l;
 	pthread_mutex_init(&a->taps_lock, NULL);
 	static const struct {
@@ -888,6 +950,8 @@ int admin_start(struct http *http, struct site *site, admin_reload_fn reload, vo
 		{"GET", "/v1/queues", 0, get_queues},
 		{"GET", "/v1/stores", 0, get_stores},
 		{"POST", "/v1/reload", 0, post_reload},
+		{"POST", "/v1/plugins", 0, post_plugins},
+		{"DELETE", "/v1/plugins/", PLANT_ROUTE_PREFIX, delete_plugin},
 		{"POST", "/v1/topics/", PLANT_ROUTE_PREFIX, post_topic},
 		{"GET", "/v1/topics/", PLANT_ROUTE_PREFIX, get_topic_tail},
 		{"GET", "/v1/queues/", PLANT_ROUTE_PREFIX, get_queue_messages},

@@ -254,9 +254,128 @@ const char *instance_spec_where(const struct instance_spec *spec, const char *ke
 				size_t len)
 {
 	json_t *f = key ? json_object_get(spec->files, key) : NULL;
-	snprintf(buf, len, "%s:%d", f ? json_string_value(f) : spec->file,
-		 instance_spec_line(spec, key));
+	int line = instance_spec_line(spec, key);
+	if (line > 0)
+		snprintf(buf, len, "%s:%d", f ? json_string_value(f) : spec->file, line);
+	else /* an entry that came as JSON (plantctl load) has no lines */
+		snprintf(buf, len, "%s", spec->file);
 	return buf;
+}
+
+static int valid_instance_name(const char *name)
+{
+	if (!*name)
+		return 0;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '_' || *p == '-' || *p == '.'))
+			return 0;
+	return 1;
+}
+
+int config_spec_from_json(const json_t *entry, const char *origin, struct instance_spec *out,
+			  char *err, size_t errlen)
+{
+	memset(out, 0, sizeof *out);
+	if (!json_is_object(entry)) {
+		snprintf(err, errlen,
+			 "%s: an instance is an object: {\"name\", \"module\", \"config\"}",
+			 origin);
+		return PLANT_E_CONFIG;
+	}
+	const char *key;
+	json_t *v;
+	json_object_foreach((json_t *)entry, key, v)
+	{
+		if (strcmp(key, "name") && strcmp(key, "module") && strcmp(key, "config") &&
+		    strcmp(key, "required")) {
+			snprintf(err, errlen,
+				 "%s: unknown key \"%s\" (name, module, config, required)", origin,
+				 key);
+			return PLANT_E_CONFIG;
+		}
+	}
+	const char *name = json_string_value(json_object_get(entry, "name"));
+	const char *module = json_string_value(json_object_get(entry, "module"));
+	const json_t *settings = json_object_get(entry, "config");
+	const json_t *required = json_object_get(entry, "required");
+	if (!name || !valid_instance_name(name)) {
+		snprintf(err, errlen,
+			 "%s: 'name' must be a string of letters, digits, '_', '-', '.'", origin);
+		return PLANT_E_CONFIG;
+	}
+	if (!module || !*module) {
+		snprintf(err, errlen,
+			 "%s: instance \"%s\": 'module' must be a module name or a .so file",
+			 origin, name);
+		return PLANT_E_CONFIG;
+	}
+	if (settings && !json_is_object(settings)) {
+		snprintf(err, errlen, "%s: instance \"%s\": 'config' must be an object", origin,
+			 name);
+		return PLANT_E_CONFIG;
+	}
+	if (required && !json_is_boolean(required)) {
+		snprintf(err, errlen, "%s: instance \"%s\": 'required' must be true or false",
+			 origin, name);
+		return PLANT_E_CONFIG;
+	}
+	out->name = strdup(name);
+	out->module = strdup(module);
+	out->required = required ? json_is_true(required) : 1;
+	out->settings = settings ? json_deep_copy(settings) : json_object();
+	out->lines = json_object();
+	out->files = json_object();
+	out->file = strdup(origin);
+	out->line = 0;
+	return PLANT_OK;
+}
+
+json_t *config_spec_to_json(const struct instance_spec *spec)
+{
+	return json_pack("{s:s, s:s, s:O, s:b}", "name", spec->name, "module", spec->module,
+			 "config", spec->settings, "required", spec->required);
+}
+
+void instance_spec_clear(struct instance_spec *spec)
+{
+	spec_free(spec);
+	memset(spec, 0, sizeof *spec);
+}
+
+int config_add_instance(struct site_config *cfg, const struct instance_spec *spec)
+{
+	if (config_find_instance(cfg, spec->name))
+		return PLANT_E_EXISTS;
+	struct instance_spec *v =
+		realloc(cfg->instances, (cfg->n_instances + 1) * sizeof *cfg->instances);
+	if (!v)
+		return PLANT_E_NOMEM;
+	cfg->instances = v;
+	struct instance_spec *d = &cfg->instances[cfg->n_instances++];
+	d->name = strdup(spec->name);
+	d->module = strdup(spec->module);
+	d->required = spec->required;
+	d->settings = json_deep_copy(spec->settings);
+	d->lines = json_deep_copy(spec->lines);
+	d->files = json_deep_copy(spec->files);
+	d->file = strdup(spec->file);
+	d->line = spec->line;
+	return PLANT_OK;
+}
+
+int config_remove_instance(struct site_config *cfg, const char *name)
+{
+	for (size_t i = 0; i < cfg->n_instances; i++) {
+		if (strcmp(cfg->instances[i].name, name) != 0)
+			continue;
+		spec_free(&cfg->instances[i]);
+		memmove(&cfg->instances[i], &cfg->instances[i + 1],
+			(cfg->n_instances - i - 1) * sizeof *cfg->instances);
+		cfg->n_instances--;
+		return PLANT_OK;
+	}
+	return PLANT_E_NOTFOUND;
 }
 
 int instance_spec_equal(const struct instance_spec *a, const struct instance_spec *b)

@@ -71,6 +71,21 @@ const char *instance_spec_where(const struct instance_spec *spec, const char *ke
 /* Do two specs describe the same instance with the same settings? */
 int instance_spec_equal(const struct instance_spec *a, const struct instance_spec *b);
 
+/* An instance from JSON, as `plantctl load` sends it: {"name": "...",
+ * "module": "NAME" or "/path/NAME.so", "config": {...}, "required": bool}.
+ * `origin` stands for file and line in messages (it has no lines). On
+ * failure returns PLANT_E_CONFIG with the reason in err. */
+int config_spec_from_json(const json_t *entry, const char *origin, struct instance_spec *out,
+			  char *err, size_t errlen);
+/* The same form back: [new]. */
+json_t *config_spec_to_json(const struct instance_spec *spec);
+/* Free what a spec holds (not the spec itself). */
+void instance_spec_clear(struct instance_spec *spec);
+/* Append a copy of `spec` to the site's instances (PLANT_E_EXISTS when the
+ * name is taken), or remove one by name (PLANT_E_NOTFOUND). */
+int config_add_instance(struct site_config *cfg, const struct instance_spec *spec);
+int config_remove_instance(struct site_config *cfg, const char *name);
+
 /* "250ms", "60s", "15m", "2h", "1d", or a number of seconds -> ms. */
 int parse_duration_ms(const json_t *value, uint64_t *ms_out);
 

@@ -22,6 +22,14 @@ static size_t n_modules;
 int loader_find(const char *path, const char *name, char *path_out, size_t path_len, char *err,
 		size_t errlen)
 {
+	if (strchr(name, '/')) { /* a file, not a name to look for */
+		struct stat st;
+		snprintf(path_out, path_len, "%s", name);
+		if (lstat(name, &st) == 0)
+			return PLANT_OK;
+		snprintf(err, errlen, "cannot open module file %s: %s", name, strerror(errno));
+		return PLANT_E_NOTFOUND;
+	}
 	char *copy = strdup(path ? path : "");
 	char *save = NULL;
 	for (char *dir = strtok_r(copy, ":", &save); dir; dir = strtok_r(NULL, ":", &save)) {

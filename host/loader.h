@@ -17,7 +17,8 @@ struct module {
 
 /* Find module `name` on the ':'-separated `path`: DIR/NAME.so or
  * DIR/NAME/NAME.so. Writes the file into path_out. PLANT_E_NOTFOUND with the
- * searched directories in err when there is none. */
+ * searched directories in err when there is none. A `name` holding a '/' is
+ * the module's file itself (e.g. "/opt/plugins/meter.so"). */
 int loader_find(const char *path, const char *name, char *path_out, size_t path_len, char *err,
 		size_t errlen);
 

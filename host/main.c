@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "dropin.h"
 #include "http.h"
 #include "log.h"
 #include "plantd-build.h"
@@ -27,7 +28,8 @@ struct runtime {
 	struct event_base *base;
 	struct site *site;
 	int cli_log_level;
-	char *site_data_dir; /* where listeners.json was written */
+	char *site_data_dir;   /* where listeners.json was written */
+	struct dropin *dropin; /* instances started with plantctl load */
 };
 
 static void usage(FILE *f)
@@ -82,11 +84,27 @@ static int do_reload(void *ud, char *err, size_t errlen)
 	log_info("reloading %s", rt->config_path);
 	if (config_load(rt->config_path, rt->env, &cfg, err, errlen) != PLANT_OK)
 		return PLANT_E_CONFIG;
+	if (dropin_merge(rt->dropin, cfg, err, errlen) != PLANT_OK) {
+		config_free(cfg);
+		return PLANT_E_CONFIG;
+	}
 	if (rt->cli_log_level >= 0)
 		cfg->log_level = rt->cli_log_level;
 	if (!listeners_equal(cfg, site_config(rt->site)))
 		log_warn("listener changes take effect when plantd restarts");
 	return site_reload(rt->site, cfg, err, errlen);
+}
+
+static int do_load(void *ud, const json_t *entry, char *err, size_t errlen)
+{
+	struct runtime *rt = ud;
+	return dropin_load(rt->dropin, rt->site, entry, err, errlen);
+}
+
+static int do_unload(void *ud, const char *name, char *err, size_t errlen)
+{
+	struct runtime *rt = ud;
+	return dropin_unload(rt->dropin, rt->site, name, err, errlen);
 }
 
 static void on_reload(evutil_socket_t sig, short what, void *arg)
@@ -204,6 +222,13 @@ int main(int argc, char **argv)
 		cfg->log_level = rt.cli_log_level;
 	if (cfg->log_level >= 0)
 		log_set_level(cfg->log_level);
+	if (dropin_open(cfg->data_dir, &rt.dropin, err, sizeof err) != PLANT_OK ||
+	    dropin_merge(rt.dropin, cfg, err, sizeof err) != PLANT_OK) {
+		fprintf(stderr, "%s\n", err);
+		dropin_free(rt.dropin);
+		config_free(cfg);
+		return EXIT_CONFIG;
+	}
 
 	const char *plugin_path = site_default_plugin_path();
 	if (check) {
@@ -214,12 +239,14 @@ int main(int argc, char **argv)
 			printf("%s: configuration OK (site \"%s\", %zu instances)\n",
 			       rt.config_path, cfg->site, cfg->n_instances);
 		config_free(cfg);
+		dropin_free(rt.dropin);
 		return rc == PLANT_OK ? 0 : EXIT_CONFIG;
 	}
 
 	if (cfg->log_file && log_open(cfg->log_file, err, sizeof err) != PLANT_OK) {
 		fprintf(stderr, "plantd: %s\n", err);
 		config_free(cfg);
+		dropin_free(rt.dropin);
 		return EXIT_CONFIG;
 	}
 
@@ -231,6 +258,7 @@ int main(int argc, char **argv)
 	if (!rt.base) {
 		fprintf(stderr, "plantd: cannot create the event loop\n");
 		config_free(cfg);
+		dropin_free(rt.dropin);
 		return 1;
 	}
 	struct event *ev_term = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
@@ -258,7 +286,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s\n", err);
 		log_error("site failed to start: %s", err);
 		status = EXIT_CONFIG;
-	} else if (admin_start(http, rt.site, do_reload, &rt, &admin) != PLANT_OK) {
+	} else if (admin_start(http, rt.site,
+			       &(struct admin_hooks){.ud = &rt,
+						     .reload = do_reload,
+						     .load = do_load,
+						     .unload = do_unload},
+			       &admin) != PLANT_OK) {
 		fprintf(stderr, "plantd: cannot serve the admin API\n");
 		site_destroy(rt.site);
 		status = 1;
@@ -290,6 +323,7 @@ int main(int argc, char **argv)
 		free(rt.site_data_dir);
 	}
 
+	dropin_free(rt.dropin);
 	event_free(ev_run_for);
 	event_free(ev_hup);
 	event_free(ev_int);

@@ -1904,6 +1904,78 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	return PLANT_OK;
 }
 
+/* Take instance i out of the site's list and its config. */
+static void site_forget(struct site *site, size_t i)
+{
+	config_remove_instance(site->cfg, site->insts[i]->spec->name);
+	memmove(&site->insts[i], &site->insts[i + 1], (site->n - i - 1) * sizeof *site->insts);
+	site->insts[--site->n] = NULL;
+}
+
+int site_add(struct site *site, const struct instance_spec *spec, char *err, size_t errlen)
+{
+	if (site_find(site, spec->name)) {
+		snprintf(err, errlen, "an instance named \"%s\" runs already", spec->name);
+		return PLANT_E_EXISTS;
+	}
+	char *path = plugin_path_for(site->cfg, site->default_path);
+	struct instance *inst = NULL;
+	int rc = inst_prepare(site, spec, path, &inst, err, errlen);
+	free(path);
+	if (rc)
+		return PLANT_E_CONFIG;
+	struct instance **v = realloc(site->insts, (site->n + 2) * sizeof *v);
+	if (!v || config_add_instance(site->cfg, spec) != PLANT_OK) {
+		if (v)
+			site->insts = v;
+		inst_free(inst);
+		snprintf(err, errlen, "out of memory");
+		return PLANT_E_NOMEM;
+	}
+	site->insts = v;
+	site->insts[site->n++] = inst;
+	site->insts[site->n] = NULL;
+
+	char why[2048];
+	rc = inst_init(inst, why, sizeof why);
+	if (rc == PLANT_OK) {
+		rc = inst_start(inst, why, sizeof why);
+		if (rc != PLANT_OK) /* stop() is not called after a failed start() */
+			inst->st = INST_FAILED;
+	}
+	if (rc != PLANT_OK) {
+		snprintf(err, errlen, "%s", why);
+		bool ok = inst_stop(inst);
+		site_forget(site, site->n - 1);
+		inst_destroy(inst, !ok);
+		return PLANT_E_PLUGIN;
+	}
+	return PLANT_OK;
+}
+
+int site_remove(struct site *site, const char *name, char *err, size_t errlen)
+{
+	size_t i = 0;
+	while (i < site->n && strcmp(site->insts[i]->spec->name, name) != 0)
+		i++;
+	if (i == site->n) {
+		snprintf(err, errlen, "no instance named \"%s\"", name);
+		return PLANT_E_NOTFOUND;
+	}
+	struct instance *inst = site->insts[i];
+	if (stores_owner_serves(site->stores, inst)) {
+		snprintf(err, errlen,
+			 "instance \"%s\" serves the site's stores: it stays until plantd stops",
+			 name);
+		return PLANT_E_STATE;
+	}
+	bool ok = inst_stop(inst);
+	site_forget(site, i);
+	inst_destroy(inst, !ok);
+	log_info("instance \"%s\" removed", name);
+	return PLANT_OK;
+}
+
 size_t site_instance_count(const struct site *site)
 {
 	return site->n;

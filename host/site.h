@@ -76,6 +76,16 @@ void site_destroy(struct site *site);
  * site is left as it was (PLANT_E_CONFIG with the reason in err). */
 int site_reload(struct site *site, struct site_config *cfg, char *err, size_t errlen);
 
+/* Start one more instance on a running site (plantctl load): checked as at
+ * start (module, ABI, key table, validate()), then init() and start(). On
+ * any failure the site is left as it was and err says why: PLANT_E_EXISTS
+ * for a name in use, PLANT_E_CONFIG, PLANT_E_PLUGIN when init() or start()
+ * failed. `spec` is copied. [main loop] */
+int site_add(struct site *site, const struct instance_spec *spec, char *err, size_t errlen);
+/* Stop one instance and remove it (plantctl unload): PLANT_E_NOTFOUND, or
+ * PLANT_E_STATE for the backend of the site's stores. [main loop] */
+int site_remove(struct site *site, const char *name, char *err, size_t errlen);
+
 /* Counters for the summary and tests. */
 size_t site_instance_count(const struct site *site);
 struct instance *site_instance(const struct site *site, size_t i);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -33,8 +34,11 @@ struct ctl {
 	char *url;	   /* the admin listener, without a trailing '/' */
 	const char *token; /* NULL: no Authorization header */
 	int json;
-	double timeout_s; /* 0: no limit */
-	long count;	  /* -n, 0 when not given */
+	double timeout_s;   /* 0: no limit */
+	long count;	    /* -n, 0 when not given */
+	const char *as;	    /* load --as NAME */
+	const char *config; /* load --config JSON */
+	int optional;	    /* load --optional */
 	CURL *curl;
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -50,6 +54,7 @@ struct command {
 	const char *help; /* lines, '\n'-separated, for the usage text */
 	int min_args, max_args;
 	int takes_count; /* accepts -n */
+	int takes_load;	 /* accepts --as, --config, --optional */
 	int (*run)(struct ctl *ctl, char **args);
 };
 
@@ -226,6 +231,8 @@ static int http_call(struct ctl *ctl, const char *method, const char *path, cons
 		curl_easy_setopt(c, CURLOPT_POST, 1L);
 		curl_easy_setopt(c, CURLOPT_POSTFIELDS, body ? body : "");
 		curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? body_len : 0));
+	} else if (strcmp(method, "GET") != 0) {
+		curl_easy_setopt(c, CURLOPT_CUSTOMREQUEST, method);
 	}
 	if (ctl->timeout_s > 0)
 		curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(ctl->timeout_s * 1000));
@@ -744,6 +751,90 @@ static int cmd_reload(struct ctl *ctl, char **args)
 	return 0;
 }
 
+/* FILE.so (a path: made absolute, for plantd resolves it itself) or a module
+ * NAME on plantd's plugin path. */
+static int module_arg(const char *arg, char *out, size_t size, char *name, size_t name_size)
+{
+	size_t len = strlen(arg);
+	int is_file = strchr(arg, '/') || (len > 3 && strcmp(arg + len - 3, ".so") == 0);
+	const char *base = strrchr(arg, '/');
+	base = base ? base + 1 : arg;
+	size_t blen = strlen(base);
+	if (blen > 3 && strcmp(base + blen - 3, ".so") == 0)
+		blen -= 3;
+	snprintf(name, name_size, "%.*s", (int)blen, base);
+	if (!is_file) {
+		snprintf(out, size, "%s", arg);
+		return 0;
+	}
+	char abs[PATH_MAX];
+	if (realpath(arg, abs)) {
+		snprintf(out, size, "%s", abs);
+		return 0;
+	}
+	if (arg[0] == '/') { /* perhaps only on plantd's machine */
+		snprintf(out, size, "%s", arg);
+		return 0;
+	}
+	fprintf(stderr, "plantctl: %s: %s\n", arg, strerror(errno));
+	return -1;
+}
+
+static int cmd_load(struct ctl *ctl, char **args)
+{
+	char module[PATH_MAX], name[256];
+	if (module_arg(args[0], module, sizeof module, name, sizeof name) != 0)
+		return EXIT_USAGE;
+	json_t *config = json_object();
+	if (ctl->config) {
+		json_error_t jerr;
+		json_decref(config);
+		config = json_loads(ctl->config, 0, &jerr);
+		if (!json_is_object(config)) {
+			fprintf(stderr, "plantctl: --config needs a JSON object%s%s\n",
+				config ? "" : ": ", config ? "" : jerr.text);
+			json_decref(config);
+			return EXIT_USAGE;
+		}
+	}
+	json_t *entry = json_pack("{s:s, s:s, s:o, s:b}", "name", ctl->as ? ctl->as : name,
+				  "module", module, "config", config, "required", !ctl->optional);
+	char *body = json_dumps(entry, JSON_COMPACT);
+	json_decref(entry);
+	if (!body)
+		die_nomem();
+	json_t *doc = http_json(ctl, "POST", "/v1/plugins", body, strlen(body));
+	free(body);
+	if (!doc)
+		return EXIT_FAIL;
+	if (ctl->json) {
+		print_json(doc);
+	} else {
+		const char *version = json_string_value(json_object_get(doc, "version"));
+		printf("loaded %s (%s%s%s)\n", json_string_value(json_object_get(doc, "loaded")),
+		       module, version && *version ? " " : "", version ? version : "");
+	}
+	json_decref(doc);
+	return 0;
+}
+
+static int cmd_unload(struct ctl *ctl, char **args)
+{
+	struct buf path = {0};
+	buf_printf(&path, "/v1/plugins/");
+	buf_append_segment(&path, args[0]);
+	json_t *doc = http_json(ctl, "DELETE", path.data, NULL, 0);
+	buf_free(&path);
+	if (!doc)
+		return EXIT_FAIL;
+	if (ctl->json)
+		print_json(doc);
+	else
+		printf("unloaded %s\n", args[0]);
+	json_decref(doc);
+	return 0;
+}
+
 /* ---- tail ------------------------------------------------------------------- */
 
 static volatile sig_atomic_t interrupted;
@@ -958,6 +1049,23 @@ static const struct command commands[] = {
 	 .help = "reload the site's configuration (as SIGHUP does);\n"
 		 "a bad configuration is refused, the site runs on",
 	 .run = cmd_reload},
+	{.name = "load",
+	 .args = "FILE.so|MODULE [--as NAME] [--config JSON] [--optional]",
+	 .help = "start an instance of a plugin module on the running\n"
+		 "site, checked as at start; a refusal leaves the site\n"
+		 "as it was. NAME defaults to the module's; JSON is its\n"
+		 "settings, e.g. '{\"interval\": \"5s\"}'. plantd keeps it\n"
+		 "(DATA_DIR/loaded.json): it comes back on a restart",
+	 .min_args = 1,
+	 .max_args = 1,
+	 .takes_load = 1,
+	 .run = cmd_load},
+	{.name = "unload",
+	 .args = "NAME",
+	 .help = "stop an instance started with load and forget it",
+	 .min_args = 1,
+	 .max_args = 1,
+	 .run = cmd_unload},
 };
 
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
@@ -999,6 +1107,9 @@ static void usage(FILE *f)
 		   "  -T, --timeout SECONDS  give up on a request after SECONDS (default 30;\n"
 		   "                         tail: on connecting); 0 waits forever\n"
 		   "  -n, --count N          peek: how many messages; tail: stop after N\n"
+		   "      --as NAME          load: the instance's name\n"
+		   "      --config JSON      load: the instance's settings (an object)\n"
+		   "      --optional         load: required = false\n"
 		   "  -h, --help             this text; plantctl COMMAND --help: that command's\n"
 		   "  -V, --version          print the version, then exit\n"
 		   "\n"
@@ -1025,10 +1136,17 @@ static const struct command *find_command(const char *name)
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
-		{"url", required_argument, NULL, 'u'},	 {"token", required_argument, NULL, 't'},
-		{"json", no_argument, NULL, 'j'},	 {"timeout", required_argument, NULL, 'T'},
-		{"count", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},	 {NULL, 0, NULL, 0},
+		{"url", required_argument, NULL, 'u'},
+		{"token", required_argument, NULL, 't'},
+		{"json", no_argument, NULL, 'j'},
+		{"timeout", required_argument, NULL, 'T'},
+		{"count", required_argument, NULL, 'n'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
+		{"as", required_argument, NULL, 'a'},
+		{"config", required_argument, NULL, 'C'},
+		{"optional", no_argument, NULL, 'o'},
+		{NULL, 0, NULL, 0},
 	};
 	struct ctl ctl = {.timeout_s = DEFAULT_TIMEOUT_S, .token = getenv("PLANTD_TOKEN")};
 	const char *url = getenv("PLANTD_URL");
@@ -1069,6 +1187,15 @@ int main(int argc, char **argv)
 		case 'h':
 			help = 1;
 			break;
+		case 'a':
+			ctl.as = optarg;
+			break;
+		case 'C':
+			ctl.config = optarg;
+			break;
+		case 'o':
+			ctl.optional = 1;
+			break;
 		case 'V':
 			printf("plantctl %s\n", PLANTCTL_VERSION);
 			return 0;
@@ -1102,6 +1229,13 @@ int main(int argc, char **argv)
 	}
 	if (ctl.count && !cmd->takes_count) {
 		fprintf(stderr, "plantctl: -n applies to peek and tail, not %s\n\n", cmd->name);
+		command_usage(stderr, cmd);
+		return EXIT_USAGE;
+	}
+
+	if ((ctl.as || ctl.config || ctl.optional) && !cmd->takes_load) {
+		fprintf(stderr, "plantctl: --as, --config and --optional apply to load, not %s\n\n",
+			cmd->name);
 		command_usage(stderr, cmd);
 		return EXIT_USAGE;
 	}
