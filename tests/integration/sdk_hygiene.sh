@@ -54,4 +54,39 @@ syms=$(exported_symbols "$PLANTD")
 if leaks=$(grep -E ' (bus|site|loader|config)_' <<<"$syms"); then
   fail "$PLANTD exports host internals:"$'\n'"$leaks"
 fi
+
+say "two plugins with the same internal names run side by side, each with its own"
+for t in a b; do
+  nm "$PLANTD_FIXTURE_DIR/fx_twin_$t.so" | grep -q ' twin_id$' ||
+    fail "fx_twin_$t.so does not define twin_id: the test proves nothing"
+done
+cat >"$TEST_TMP/twins.conf" <<CONF
+site = "it-twins";
+data_dir = "data";
+plugin_path = "$PLANTD_FIXTURE_DIR:$PLANTD_BUILD_ROOT/plugins";
+plugins = (
+  { name = "a"; module = "fx_twin_a"; },
+  { name = "b"; module = "fx_twin_b"; },
+  { name = "sink"; module = "log_sink"; subscribe = [ "twins" ]; path = "twins.jsonl"; }
+);
+CONF
+start_plantd -c "$TEST_TMP/twins.conf"
+# both have ticked 5 times: each counts its own ticks (shared, one counter
+# would reach 10)
+twins_ticked() {
+  [[ -f $TEST_TMP/data/twins.jsonl ]] &&
+    (($(grep -c '"twin":"a"' "$TEST_TMP/data/twins.jsonl") >= 5)) &&
+    (($(grep -c '"twin":"b"' "$TEST_TMP/data/twins.jsonl") >= 5))
+}
+wait_until 20 "5 messages of each twin" twins_ticked
+stop_plantd TERM 20
+expect_exit 0
+for t in a b; do
+  bad=$(jq -c --arg t "$t" 'select(.body.twin == $t and .body.id != "twin-" + $t)' \
+    "$TEST_TMP/data/twins.jsonl")
+  [[ -z $bad ]] || fail "twin $t called its twin's twin_id(): $bad"
+  seq=$(jq -r --arg t "$t" 'select(.body.twin == $t) | .body.ticks' "$TEST_TMP/data/twins.jsonl" |
+    head -5 | tr '\n' ' ')
+  [[ $seq == "1 2 3 4 5 " ]] || fail "twin $t's own tick counter went: $seq"
+done
 say "ok"
