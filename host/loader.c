@@ -24,7 +24,12 @@ int loader_find(const char *path, const char *name, char *path_out, size_t path_
 {
 	if (strchr(name, '/')) { /* a file, not a name to look for */
 		struct stat st;
-		snprintf(path_out, path_len, "%s", name);
+		size_t n = strlen(name);
+		if (n >= path_len) {
+			snprintf(err, errlen, "module file name too long");
+			return PLANT_E_INVALID;
+		}
+		memcpy(path_out, name, n + 1);
 		if (lstat(name, &st) == 0)
 			return PLANT_OK;
 		snprintf(err, errlen, "cannot open module file %s: %s", name, strerror(errno));

@@ -349,13 +349,15 @@ struct plant_plugin_desc {
 	int (*init)(plant_instance *self, const struct plant_host_api *api, const json_t *config,
 		    void **state_out);
 
-	/* Optional [instance]: begin work. Runs after every instance of the site
-	 * has been initialised, in config order. */
+	/* Optional [main], never beside the instance's other callbacks: begin
+	 * work. Runs after every instance of the site has been initialised, in
+	 * config order. */
 	int (*start)(void *state);
 
-	/* Optional [instance]: stop work. The host has already removed the
-	 * instance's subscriptions and timers and let its in-flight calls
-	 * finish; after stop() no message or tick arrives. */
+	/* Optional [main], never beside the instance's other callbacks: stop
+	 * work. The host has already removed the instance's subscriptions and
+	 * timers and let its in-flight calls finish; after stop() no message or
+	 * tick arrives, and publishing answers PLANT_E_STATE. */
 	void (*stop)(void *state);
 
 	/* Optional [main]: free everything. Called once, after stop() or after a
@@ -394,7 +396,8 @@ struct plant_host_api {
 
 	/* [any-thread] Publish `body` on `topic`. `body` is [stolen], even on
 	 * error. Returns PLANT_E_INVALID for a bad topic name, PLANT_E_FULL when
-	 * a subscriber refuses for backpressure, PLANT_E_STATE during shutdown. */
+	 * a queue fed by the topic is full (then nothing is delivered anywhere),
+	 * PLANT_E_STATE during shutdown. */
 	int (*publish)(plant_instance *self, const char *topic, json_t *body);
 
 	/* [any-thread] Publish a body given as JSON text (it is checked, not kept
@@ -402,8 +405,8 @@ struct plant_host_api {
 	int (*publish_text)(plant_instance *self, const char *topic, const char *json, size_t len);
 
 	/* [any-thread] Deliver messages whose topic matches `pattern` (a topic
-	 * name, or a glob with `*` for one dot-separated segment or more and `?`
-	 * for one character) to `fn` in batches. The host removes subscriptions
+	 * name, or a glob with `*` for any run of characters, dots included, and
+	 * `?` for one character) to `fn` in batches. The host removes subscriptions
 	 * when the instance stops. `*sub_out` (may be NULL) gets an id for
 	 * unsubscribe(). */
 	int (*subscribe)(plant_instance *self, const char *pattern, plant_msg_handler fn,
@@ -598,7 +601,8 @@ struct plant_host_api {
 			 plant_http_done done, void *user);
 	/* [any-thread] Send a request and wait for the result (*out is [new]:
 	 * http_result_free() it), blocking the calling thread but never the
-	 * host's loops: from a handler, a timer, a store backend's callback.
+	 * host's loops: from a handler, a timer, a store backend's callback (not
+	 * from a PLANT_ROUTE_CONCURRENT handler: it runs on a listener's loop).
 	 * Returns the result's status (the result is there either way, unless
 	 * PLANT_E_INVALID, PLANT_E_CONFIG or PLANT_E_NOMEM). */
 	int (*http_call_wait)(plant_instance *self, const struct plant_http_call *call,
