@@ -2,6 +2,7 @@
  * changes; what may block (stores, durable queues) goes to a worker as the
  * host's own work and answers from there. */
 #include "admin.h"
+#include "deploy.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -803,6 +804,69 @@ static int delete_plugin(void *ud, plant_http_req *req)
 	return http_req_reply_json(req, 200, json_pack("{s:s}", "unloaded", info.tail), NULL);
 }
 
+/* POST /v1/deployments {"bundle", "instance", "grace", "by"}: plantctl deploy */
+static int post_deployment(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	struct plant_http_info info = {.struct_size = sizeof info};
+	http_req_info(req, &info);
+	json_error_t jerr;
+	json_t *body = info.body_len ? json_loadb(info.body, info.body_len, 0, &jerr) : NULL;
+	if (!json_is_object(body)) {
+		json_decref(body);
+		return http_req_reply_json(
+			req, 400, NULL,
+			"the body must be a JSON object: {\"bundle\": PATH, \"instance\": NAME}");
+	}
+	char err[4096];
+	json_t *rec = NULL;
+	int rc = deploy_start(a->hooks.deploy, body, &rec, err, sizeof err);
+	json_decref(body);
+	if (rc == PLANT_OK)
+		return http_req_reply_json(req, 201, rec, NULL);
+	json_t *answer = json_pack("{s:s}", "error", err);
+	if (rec)
+		json_object_set_new(answer, "deployment", rec);
+	return http_req_reply_json(req, rc == PLANT_E_NOTFOUND ? 404 : status_http(rc), answer,
+				   NULL);
+}
+
+static int get_deployments(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	return http_req_reply_json(
+		req, 200, json_pack("{s:o}", "deployments", deploy_list(a->hooks.deploy)), NULL);
+}
+
+static int get_deployment(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	struct plant_http_info info = {.struct_size = sizeof info};
+	http_req_info(req, &info);
+	json_t *rec = deploy_get(a->hooks.deploy, info.tail);
+	if (!rec)
+		return http_req_reply_json(req, 404, NULL, "no deployment \"%s\"", info.tail);
+	return http_req_reply_json(req, 200, rec, NULL);
+}
+
+/* POST /v1/plugins/NAME/rollback: plantctl rollback */
+static int post_plugin_action(void *ud, plant_http_req *req)
+{
+	struct admin *a = ud;
+	struct plant_http_info info = {.struct_size = sizeof info};
+	http_req_info(req, &info);
+	char name[256];
+	if (!split_tail(info.tail, "rollback", name, sizeof name))
+		return http_req_reply_json(req, 404, NULL, "no route for POST %s", info.path);
+	char err[4096];
+	json_t *rec = NULL;
+	int rc = deploy_rollback(a->hooks.deploy, name, "asked through the admin API", &rec, err,
+				 sizeof err);
+	if (rc != PLANT_OK)
+		return http_req_reply_json(req, status_http(rc), NULL, "%s", err);
+	return http_req_reply_json(req, 200, rec, NULL);
+}
+
 /* ---- tail ----------------------------------------------------------------------------------- */
 
 struct tap {
@@ -952,6 +1016,10 @@ int admin_start(struct http *http, struct site *site, const struct admin_hooks *
 		{"POST", "/v1/reload", 0, post_reload},
 		{"POST", "/v1/plugins", 0, post_plugins},
 		{"DELETE", "/v1/plugins/", PLANT_ROUTE_PREFIX, delete_plugin},
+		{"POST", "/v1/plugins/", PLANT_ROUTE_PREFIX, post_plugin_action},
+		{"POST", "/v1/deployments", 0, post_deployment},
+		{"GET", "/v1/deployments", 0, get_deployments},
+		{"GET", "/v1/deployments/", PLANT_ROUTE_PREFIX, get_deployment},
 		{"POST", "/v1/topics/", PLANT_ROUTE_PREFIX, post_topic},
 		{"GET", "/v1/topics/", PLANT_ROUTE_PREFIX, get_topic_tail},
 		{"GET", "/v1/queues/", PLANT_ROUTE_PREFIX, get_queue_messages},

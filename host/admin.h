@@ -22,6 +22,8 @@ struct admin_hooks {
 	int (*load)(void *ud, const json_t *entry, char *err, size_t errlen);
 	/* DELETE /v1/plugins/NAME: stop a loaded instance and forget it */
 	int (*unload)(void *ud, const char *name, char *err, size_t errlen);
+	/* /v1/deployments, POST /v1/plugins/NAME/rollback (host/deploy.h) */
+	struct deploy *deploy;
 };
 
 /* Serve the admin routes on `http`'s admin listener, if it has one

@@ -211,6 +211,7 @@ void config_free(struct site_config *cfg)
 		spec_free(&cfg->listeners[i]);
 	free(cfg->listeners);
 	json_decref(cfg->aws);
+	json_decref(cfg->deploy);
 	free(cfg->source);
 	free(cfg->dir);
 	free(cfg->site);
@@ -573,6 +574,64 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 			return fail(err, errlen, file, line,
 				    "'workers' must be an integer from 0 (one per core) to 256");
 		cfg->workers = config_setting_get_int(s);
+		return PLANT_OK;
+	}
+	if (strcmp(key, "deploy") == 0) {
+		if (!config_setting_is_group(s))
+			return fail(
+				err, errlen, file, line,
+				"'deploy' must be a group: deploy = { require_signature = true; trusted_keys = [ \"ci.pub\" ]; };");
+		json_t *v;
+		int rc = setting_to_json(s, file, &v, err, errlen);
+		if (rc)
+			return rc;
+		const char *k;
+		json_t *e;
+		uint64_t ms;
+		json_object_foreach(v, k, e)
+		{
+			const char *bad = NULL;
+			if (strcmp(k, "trusted_keys") == 0) {
+				size_t i;
+				json_t *f;
+				if (!json_is_array(e))
+					bad = "'trusted_keys' must be a list of public key files (PEM)";
+				json_array_foreach(e, i, f) if (!json_is_string(f)) bad =
+					"'trusted_keys' must be a list of public key files (PEM)";
+			} else if (strcmp(k, "require_signature") == 0) {
+				if (!json_is_boolean(e))
+					bad = "'require_signature' must be true or false";
+			} else if (strcmp(k, "grace") == 0) {
+				if (parse_duration_ms(e, &ms) != PLANT_OK)
+					bad = "'grace' must be a duration, e.g. \"30s\"";
+			} else {
+				bad = "unknown key in 'deploy' (trusted_keys, require_signature, grace)";
+			}
+			if (bad) {
+				int l = config_setting_source_line(config_setting_get_member(s, k));
+				json_decref(v);
+				return fail(err, errlen, file, l > 0 ? l : line, "%s", bad);
+			}
+		}
+		/* key files are relative to the root file's directory */
+		json_t *keys = json_object_get(v, "trusted_keys");
+		size_t i;
+		json_t *f;
+		json_array_foreach(keys, i, f)
+		{
+			const char *kf = json_string_value(f);
+			if (kf[0] != '/' && cfg->dir) {
+				char *abs = NULL;
+				if (asprintf(&abs, "%s/%s", cfg->dir, kf) > 0) {
+					json_array_set_new(keys, i, json_string(abs));
+					free(abs);
+				}
+			}
+		}
+		if (!cfg->deploy)
+			cfg->deploy = json_object();
+		json_object_update(cfg->deploy, v);
+		json_decref(v);
 		return PLANT_OK;
 	}
 	if (strcmp(key, "aws") == 0) {

@@ -31,6 +31,7 @@ struct site_config {
 	char *log_file;		      /* NULL = stderr */
 	uint64_t shutdown_timeout_ms; /* default 10 s */
 	json_t *aws;		      /* the `aws` group as an object, or NULL */
+	json_t *deploy;		      /* the `deploy` group (key files made absolute), or NULL */
 
 	struct instance_spec *instances;
 	size_t n_instances;

@@ -14,6 +14,7 @@
 
 #include "admin.h"
 #include "config.h"
+#include "deploy.h"
 #include "dropin.h"
 #include "http.h"
 #include "log.h"
@@ -30,6 +31,7 @@ struct runtime {
 	int cli_log_level;
 	char *site_data_dir;   /* where listeners.json was written */
 	struct dropin *dropin; /* instances started with plantctl load */
+	struct deploy *deploy; /* deployed versions and their history */
 };
 
 static void usage(FILE *f)
@@ -84,7 +86,8 @@ static int do_reload(void *ud, char *err, size_t errlen)
 	log_info("reloading %s", rt->config_path);
 	if (config_load(rt->config_path, rt->env, &cfg, err, errlen) != PLANT_OK)
 		return PLANT_E_CONFIG;
-	if (dropin_merge(rt->dropin, cfg, err, errlen) != PLANT_OK) {
+	if (dropin_merge(rt->dropin, cfg, err, errlen) != PLANT_OK ||
+	    deploy_merge(rt->deploy, cfg, err, errlen) != PLANT_OK) {
 		config_free(cfg);
 		return PLANT_E_CONFIG;
 	}
@@ -223,9 +226,12 @@ int main(int argc, char **argv)
 	if (cfg->log_level >= 0)
 		log_set_level(cfg->log_level);
 	if (dropin_open(cfg->data_dir, &rt.dropin, err, sizeof err) != PLANT_OK ||
-	    dropin_merge(rt.dropin, cfg, err, sizeof err) != PLANT_OK) {
+	    dropin_merge(rt.dropin, cfg, err, sizeof err) != PLANT_OK ||
+	    deploy_open(cfg->data_dir, &rt.deploy, err, sizeof err) != PLANT_OK ||
+	    deploy_merge(rt.deploy, cfg, err, sizeof err) != PLANT_OK) {
 		fprintf(stderr, "%s\n", err);
 		dropin_free(rt.dropin);
+		deploy_free(rt.deploy);
 		config_free(cfg);
 		return EXIT_CONFIG;
 	}
@@ -240,6 +246,7 @@ int main(int argc, char **argv)
 			       rt.config_path, cfg->site, cfg->n_instances);
 		config_free(cfg);
 		dropin_free(rt.dropin);
+		deploy_free(rt.deploy);
 		return rc == PLANT_OK ? 0 : EXIT_CONFIG;
 	}
 
@@ -247,6 +254,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "plantd: %s\n", err);
 		config_free(cfg);
 		dropin_free(rt.dropin);
+		deploy_free(rt.deploy);
 		return EXIT_CONFIG;
 	}
 
@@ -259,6 +267,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "plantd: cannot create the event loop\n");
 		config_free(cfg);
 		dropin_free(rt.dropin);
+		deploy_free(rt.deploy);
 		return 1;
 	}
 	struct event *ev_term = evsignal_new(rt.base, SIGTERM, on_stop_signal, &rt);
@@ -290,12 +299,14 @@ int main(int argc, char **argv)
 			       &(struct admin_hooks){.ud = &rt,
 						     .reload = do_reload,
 						     .load = do_load,
-						     .unload = do_unload},
+						     .unload = do_unload,
+						     .deploy = rt.deploy},
 			       &admin) != PLANT_OK) {
 		fprintf(stderr, "plantd: cannot serve the admin API\n");
 		site_destroy(rt.site);
 		status = 1;
 	} else {
+		deploy_attach(rt.deploy, rt.site);
 		if (site_config(rt.site)->n_listeners) {
 			rt.site_data_dir = strdup(site_config(rt.site)->data_dir);
 			write_urls(http, rt.site_data_dir);
@@ -311,6 +322,7 @@ int main(int argc, char **argv)
 		/* new requests get 503; those in a handler finish, then the site */
 		http_shutdown(http);
 		admin_stop(admin);
+		deploy_stop(rt.deploy);
 		site_destroy(rt.site);
 		log_info("stopped cleanly");
 	}
@@ -324,6 +336,7 @@ int main(int argc, char **argv)
 	}
 
 	dropin_free(rt.dropin);
+	deploy_free(rt.deploy);
 	event_free(ev_run_for);
 	event_free(ev_hup);
 	event_free(ev_int);

@@ -1904,12 +1904,18 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
 	return PLANT_OK;
 }
 
+/* Take slot i out of the site's list. */
+static void site_forget_slot(struct site *site, size_t i)
+{
+	memmove(&site->insts[i], &site->insts[i + 1], (site->n - i - 1) * sizeof *site->insts);
+	site->insts[--site->n] = NULL;
+}
+
 /* Take instance i out of the site's list and its config. */
 static void site_forget(struct site *site, size_t i)
 {
 	config_remove_instance(site->cfg, site->insts[i]->spec->name);
-	memmove(&site->insts[i], &site->insts[i + 1], (site->n - i - 1) * sizeof *site->insts);
-	site->insts[--site->n] = NULL;
+	site_forget_slot(site, i);
 }
 
 int site_add(struct site *site, const struct instance_spec *spec, char *err, size_t errlen)
@@ -1951,6 +1957,85 @@ int site_add(struct site *site, const struct instance_spec *spec, char *err, siz
 		return PLANT_E_PLUGIN;
 	}
 	return PLANT_OK;
+}
+
+/* Bring up a prepared instance: init() and start(). On failure it is
+ * stopped and freed, and err says why. */
+static int inst_bring_up_one(struct instance *inst, char *err, size_t errlen)
+{
+	int rc = inst_init(inst, err, errlen);
+	if (rc == PLANT_OK) {
+		rc = inst_start(inst, err, errlen);
+		if (rc != PLANT_OK) /* stop() is not called after a failed start() */
+			inst->st = INST_FAILED;
+	}
+	if (rc == PLANT_OK)
+		return PLANT_OK;
+	bool ok = inst_stop(inst);
+	inst_destroy(inst, !ok);
+	return PLANT_E_PLUGIN;
+}
+
+int site_replace(struct site *site, const struct instance_spec *spec, char *err, size_t errlen)
+{
+	size_t i = 0;
+	while (i < site->n && strcmp(site->insts[i]->spec->name, spec->name) != 0)
+		i++;
+	if (i == site->n) {
+		snprintf(err, errlen, "no instance named \"%s\"", spec->name);
+		return PLANT_E_NOTFOUND;
+	}
+	struct instance *old = site->insts[i];
+	if (stores_owner_serves(site->stores, old)) {
+		snprintf(err, errlen,
+			 "instance \"%s\" serves the site's stores: it cannot be replaced live",
+			 spec->name);
+		return PLANT_E_STATE;
+	}
+	/* 1. everything that can be checked, before touching the running one */
+	char *path = plugin_path_for(site->cfg, site->default_path);
+	struct instance *next = NULL;
+	int rc = inst_prepare(site, spec, path, &next, err, errlen);
+	free(path);
+	if (rc)
+		return PLANT_E_CONFIG;
+	struct instance_spec *prev = spec_dup(old->spec);
+
+	/* 2. drain the running one: nothing new reaches it, what it handles
+	 * finishes; its queues keep what waits */
+	bool ok = inst_stop(old);
+	inst_destroy(old, !ok);
+	site->insts[i] = next;
+
+	/* 3. the new one on the same subscriptions and queues */
+	char why[2048];
+	rc = inst_bring_up_one(next, why, sizeof why);
+	if (rc == PLANT_OK) {
+		config_remove_instance(site->cfg, spec->name);
+		config_add_instance(site->cfg, spec);
+		spec_free(prev);
+		log_info("instance \"%s\" replaced: module %s", spec->name, spec->module);
+		return PLANT_OK;
+	}
+	/* 4. it failed: the previous version again, from its spec */
+	path = plugin_path_for(site->cfg, site->default_path);
+	struct instance *again = NULL;
+	char why_again[2048];
+	int rc2 = inst_prepare(site, prev, path, &again, why_again, sizeof why_again);
+	free(path);
+	if (rc2 == PLANT_OK)
+		rc2 = inst_bring_up_one(again, why_again, sizeof why_again);
+	spec_free(prev);
+	if (rc2 == PLANT_OK) {
+		site->insts[i] = again;
+		snprintf(err, errlen, "%s; the previous version runs again", why);
+		return PLANT_E_PLUGIN;
+	}
+	/* neither: the instance is gone from the site; say both */
+	site_forget_slot(site, i);
+	snprintf(err, errlen, "%s; the previous version failed too: %s", why, why_again);
+	log_error("instance \"%s\" is down: %s", spec->name, err);
+	return PLANT_E_PLUGIN;
 }
 
 int site_remove(struct site *site, const char *name, char *err, size_t errlen)

@@ -82,6 +82,14 @@ int site_reload(struct site *site, struct site_config *cfg, char *err, size_t er
  * for a name in use, PLANT_E_CONFIG, PLANT_E_PLUGIN when init() or start()
  * failed. `spec` is copied. [main loop] */
 int site_add(struct site *site, const struct instance_spec *spec, char *err, size_t errlen);
+/* Replace the running instance spec->name with `spec` (another module file,
+ * other settings): the new one is checked first (module, ABI, key table,
+ * validate()) and a refusal leaves the running one alone (PLANT_E_CONFIG).
+ * Then the running one is drained (stop: nothing new reaches it, what it
+ * handles finishes; its queues keep what waits) and the new one brought up
+ * on the same subscriptions. If its init() or start() fails, the previous
+ * spec is started again and PLANT_E_PLUGIN says so. [main loop] */
+int site_replace(struct site *site, const struct instance_spec *spec, char *err, size_t errlen);
 /* Stop one instance and remove it (plantctl unload): PLANT_E_NOTFOUND, or
  * PLANT_E_STATE for the backend of the site's stores. [main loop] */
 int site_remove(struct site *site, const char *name, char *err, size_t errlen);

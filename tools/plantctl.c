@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define EXIT_FAIL	  1
 #define EXIT_USAGE	  2
@@ -39,6 +40,8 @@ struct ctl {
 	const char *as;	    /* load --as NAME */
 	const char *config; /* load --config JSON */
 	int optional;	    /* load --optional */
+	const char *grace;  /* deploy --grace DURATION */
+	int wait;	    /* deploy --wait */
 	CURL *curl;
 	char errbuf[CURL_ERROR_SIZE];
 };
@@ -53,8 +56,9 @@ struct command {
 	const char *args; /* the synopsis after the name */
 	const char *help; /* lines, '\n'-separated, for the usage text */
 	int min_args, max_args;
-	int takes_count; /* accepts -n */
-	int takes_load;	 /* accepts --as, --config, --optional */
+	int takes_count;  /* accepts -n */
+	int takes_load;	  /* accepts --as, --config, --optional */
+	int takes_deploy; /* accepts --as, --grace, --wait */
 	int (*run)(struct ctl *ctl, char **args);
 };
 
@@ -835,6 +839,124 @@ static int cmd_unload(struct ctl *ctl, char **args)
 	return 0;
 }
 
+static void print_deployment(const json_t *rec)
+{
+	const char *module = json_string_value(json_object_get(rec, "module"));
+	const char *version = json_string_value(json_object_get(rec, "version"));
+	const char *reason = json_string_value(json_object_get(rec, "reason"));
+	const char *prev = json_string_value(json_object_get(rec, "previous_version"));
+	printf("deployment %s: %s %s on %s%s%s: %s%s%s\n",
+	       json_string_value(json_object_get(rec, "id")), module ? module : "?",
+	       version ? version : "?", json_string_value(json_object_get(rec, "instance")),
+	       prev ? ", was " : "", prev ? prev : "",
+	       json_string_value(json_object_get(rec, "state")), reason ? ": " : "",
+	       reason ? reason : "");
+}
+
+static int deployment_final(const char *state)
+{
+	return state && strcmp(state, "watching") != 0 && strcmp(state, "verified") != 0;
+}
+
+static int cmd_deploy(struct ctl *ctl, char **args)
+{
+	char path[PATH_MAX];
+	if (!realpath(args[0], path)) {
+		if (args[0][0] != '/') {
+			fprintf(stderr, "plantctl: %s: %s\n", args[0], strerror(errno));
+			return EXIT_USAGE;
+		}
+		snprintf(path, sizeof path, "%s", args[0]);
+	}
+	const char *user = getenv("USER");
+	char host[256] = "";
+	gethostname(host, sizeof host - 1);
+	json_t *req = json_pack("{s:s, s:s*, s:s*}", "bundle", path, "instance", ctl->as, "grace",
+				ctl->grace);
+	json_object_set_new(req, "by", json_sprintf("%s@%s", user ? user : "?", host));
+	char *body = json_dumps(req, JSON_COMPACT);
+	json_decref(req);
+	if (!body)
+		die_nomem();
+	struct reply r;
+	int rc = http_call(ctl, "POST", "/v1/deployments", body, strlen(body), &r);
+	free(body);
+	if (rc != 0)
+		return EXIT_FAIL;
+	json_t *doc = json_loadb(r.body.data ? r.body.data : "", r.body.len, 0, NULL);
+	if (r.status != 201) {
+		report_http_error(ctl, r.status, buf_str(&r.body));
+		json_decref(doc);
+		buf_free(&r.body);
+		return EXIT_FAIL;
+	}
+	buf_free(&r.body);
+	if (!doc) {
+		fprintf(stderr, "plantctl: plantd's answer is not JSON\n");
+		return EXIT_FAIL;
+	}
+	char id[128];
+	snprintf(id, sizeof id, "%s", json_string_value(json_object_get(doc, "id")));
+	if (!ctl->json)
+		print_deployment(doc);
+	while (ctl->wait && !deployment_final(json_string_value(json_object_get(doc, "state")))) {
+		struct timespec ts = {.tv_sec = 0, .tv_nsec = 200 * 1000000L};
+		nanosleep(&ts, NULL);
+		struct buf p = {0};
+		buf_printf(&p, "/v1/deployments/");
+		buf_append_segment(&p, id);
+		json_t *next = http_json(ctl, "GET", p.data, NULL, 0);
+		buf_free(&p);
+		if (!next) {
+			json_decref(doc);
+			return EXIT_FAIL;
+		}
+		json_decref(doc);
+		doc = next;
+		if (!ctl->json &&
+		    deployment_final(json_string_value(json_object_get(doc, "state"))))
+			print_deployment(doc);
+	}
+	if (ctl->json)
+		print_json(doc);
+	const char *state = json_string_value(json_object_get(doc, "state"));
+	int status = state && (strcmp(state, "refused") == 0 || strcmp(state, "rolled_back") == 0)
+			     ? EXIT_FAIL
+			     : 0;
+	json_decref(doc);
+	return status;
+}
+
+static int cmd_deployments(struct ctl *ctl, char **args)
+{
+	static const struct column cols[] = {
+		{"ID", "id", CELL_TEXT},	 {"INSTANCE", "instance", CELL_TEXT},
+		{"MODULE", "module", CELL_TEXT}, {"VERSION", "version", CELL_TEXT},
+		{"STATE", "state", CELL_TEXT},	 {"UPDATED", "updated", CELL_TEXT},
+		{"REASON", "reason", CELL_TEXT},
+	};
+	return list_command(ctl, "/v1/deployments", "deployments", cols,
+			    sizeof cols / sizeof cols[0]);
+}
+
+static int cmd_rollback(struct ctl *ctl, char **args)
+{
+	struct buf path = {0};
+	buf_printf(&path, "/v1/plugins/");
+	buf_append_segment(&path, args[0]);
+	buf_printf(&path, "/rollback");
+	json_t *doc = http_json(ctl, "POST", path.data, NULL, 0);
+	buf_free(&path);
+	if (!doc)
+		return EXIT_FAIL;
+	if (ctl->json)
+		print_json(doc);
+	else
+		printf("rolled back %s\n", args[0]);
+	json_decref(doc);
+	return 0;
+}
+
 /* ---- tail ------------------------------------------------------------------- */
 
 static volatile sig_atomic_t interrupted;
@@ -1060,6 +1182,28 @@ static const struct command commands[] = {
 	 .max_args = 1,
 	 .takes_load = 1,
 	 .run = cmd_load},
+	{.name = "deploy",
+	 .args = "BUNDLE [--as NAME] [--grace DURATION] [--wait]",
+	 .help = "deploy a plugin bundle (plantd-bundle pack) to instance\n"
+		 "NAME (default: the bundle's module): verified, the\n"
+		 "running version drained and swapped, the new one\n"
+		 "watched for DURATION (default: deploy.grace, 10s) and\n"
+		 "rolled back if its health fails; --wait: until then.\n"
+		 "Exit 1 when refused or rolled back",
+	 .min_args = 1,
+	 .max_args = 1,
+	 .takes_deploy = 1,
+	 .run = cmd_deploy},
+	{.name = "deployments",
+	 .args = "",
+	 .help = "the deployments: instance, version, state, reason",
+	 .run = cmd_deployments},
+	{.name = "rollback",
+	 .args = "NAME",
+	 .help = "put instance NAME's previous version back",
+	 .min_args = 1,
+	 .max_args = 1,
+	 .run = cmd_rollback},
 	{.name = "unload",
 	 .args = "NAME",
 	 .help = "stop an instance started with load and forget it",
@@ -1107,9 +1251,11 @@ static void usage(FILE *f)
 		   "  -T, --timeout SECONDS  give up on a request after SECONDS (default 30;\n"
 		   "                         tail: on connecting); 0 waits forever\n"
 		   "  -n, --count N          peek: how many messages; tail: stop after N\n"
-		   "      --as NAME          load: the instance's name\n"
+		   "      --as NAME          load, deploy: the instance's name\n"
 		   "      --config JSON      load: the instance's settings (an object)\n"
 		   "      --optional         load: required = false\n"
+		   "      --grace DURATION   deploy: how long to watch the new version\n"
+		   "      --wait             deploy: until deployed or rolled back\n"
 		   "  -h, --help             this text; plantctl COMMAND --help: that command's\n"
 		   "  -V, --version          print the version, then exit\n"
 		   "\n"
@@ -1146,6 +1292,8 @@ int main(int argc, char **argv)
 		{"as", required_argument, NULL, 'a'},
 		{"config", required_argument, NULL, 'C'},
 		{"optional", no_argument, NULL, 'o'},
+		{"grace", required_argument, NULL, 'g'},
+		{"wait", no_argument, NULL, 'w'},
 		{NULL, 0, NULL, 0},
 	};
 	struct ctl ctl = {.timeout_s = DEFAULT_TIMEOUT_S, .token = getenv("PLANTD_TOKEN")};
@@ -1196,6 +1344,12 @@ int main(int argc, char **argv)
 		case 'o':
 			ctl.optional = 1;
 			break;
+		case 'g':
+			ctl.grace = optarg;
+			break;
+		case 'w':
+			ctl.wait = 1;
+			break;
 		case 'V':
 			printf("plantctl %s\n", PLANTCTL_VERSION);
 			return 0;
@@ -1233,7 +1387,13 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 
-	if ((ctl.as || ctl.config || ctl.optional) && !cmd->takes_load) {
+	if ((ctl.grace || ctl.wait) && !cmd->takes_deploy) {
+		fprintf(stderr, "plantctl: --grace and --wait apply to deploy, not %s\n\n",
+			cmd->name);
+		command_usage(stderr, cmd);
+		return EXIT_USAGE;
+	}
+	if ((ctl.config || ctl.optional || (ctl.as && !cmd->takes_deploy)) && !cmd->takes_load) {
 		fprintf(stderr, "plantctl: --as, --config and --optional apply to load, not %s\n\n",
 			cmd->name);
 		command_usage(stderr, cmd);

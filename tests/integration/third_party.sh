@@ -43,7 +43,7 @@ quietly "meson setup" meson setup "$BUILD" "$PLANTD_SOURCE_ROOT" --prefix "$PREF
 quietly "meson compile" meson compile -C "$BUILD"
 quietly "meson install" meson install -C "$BUILD"
 
-for prog in plantd plantctl plantd-loadgen plantd-new-plugin; do
+for prog in plantd plantctl plantd-loadgen plantd-new-plugin plantd-bundle; do
   [[ -x $PREFIX/bin/$prog ]] || fail "no $prog in $PREFIX/bin"
   "$PREFIX/bin/$prog" --help >"$TEST_TMP/help.out" 2>&1 || fail "$prog --help failed"
   grep -q "usage: $prog" "$TEST_TMP/help.out" || fail "$prog --help: $(head -3 "$TEST_TMP/help.out")"
