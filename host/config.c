@@ -598,6 +598,13 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 					bad = "'trusted_keys' must be a list of public key files (PEM)";
 				json_array_foreach(e, i, f) if (!json_is_string(f)) bad =
 					"'trusted_keys' must be a list of public key files (PEM)";
+			} else if (strcmp(k, "plugins") == 0) {
+				size_t i;
+				json_t *f;
+				if (!json_is_array(e))
+					bad = "'plugins' must be a list of instance names (those that may deploy)";
+				json_array_foreach(e, i, f) if (!json_is_string(f)) bad =
+					"'plugins' must be a list of instance names (those that may deploy)";
 			} else if (strcmp(k, "require_signature") == 0) {
 				if (!json_is_boolean(e))
 					bad = "'require_signature' must be true or false";
@@ -605,7 +612,7 @@ static int load_root_setting(struct site_config *cfg, const config_setting_t *s,
 				if (parse_duration_ms(e, &ms) != PLANT_OK)
 					bad = "'grace' must be a duration, e.g. \"30s\"";
 			} else {
-				bad = "unknown key in 'deploy' (trusted_keys, require_signature, grace)";
+				bad = "unknown key in 'deploy' (plugins, trusted_keys, require_signature, grace)";
 			}
 			if (bad) {
 				int l = config_setting_source_line(config_setting_get_member(s, k));

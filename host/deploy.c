@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -40,6 +41,19 @@ struct watch {
 	struct watch *next;
 };
 
+/* A plugin's deploy() on its way to the main loop, and its answer back. */
+struct asked {
+	struct deploy *d;
+	struct instance *inst;
+	json_t *request;
+	plant_deploy_done done;
+	void *user;
+	int status;
+	json_t *record;
+	char error[2048];
+	struct asked *next; /* on deploy->asked until the main loop takes it */
+};
+
 struct deploy {
 	char *data_dir;
 	char *state_path;   /* DATA_DIR/deployed.json */
@@ -49,6 +63,8 @@ struct deploy {
 	struct site *site;
 	struct watch *watches;
 	uint64_t seq;
+	pthread_mutex_t asked_lock;
+	struct asked *asked;
 };
 
 static int fail(char *err, size_t errlen, int rc, const char *fmt, ...) PLANT_PRINTF(4, 5);
@@ -151,6 +167,7 @@ int deploy_open(const char *data_dir, struct deploy **out, char *err, size_t err
 	if (!d)
 		return fail(err, errlen, PLANT_E_NOMEM, "out of memory");
 	d->data_dir = strdup(data_dir);
+	pthread_mutex_init(&d->asked_lock, NULL);
 	if (asprintf(&d->state_path, "%s/deployed.json", data_dir) < 0 ||
 	    asprintf(&d->history_path, "%s/deployments.jsonl", data_dir) < 0) {
 		deploy_free(d);
@@ -209,9 +226,13 @@ int deploy_merge(struct deploy *d, struct site_config *cfg, char *err, size_t er
 	return PLANT_OK;
 }
 
+static int deploy_async(void *ud, struct instance *inst, const json_t *request,
+			plant_deploy_done done, void *user);
+
 void deploy_attach(struct deploy *d, struct site *site)
 {
 	d->site = site;
+	site_set_deploy(site, deploy_async, d);
 }
 
 /* ---- events ---------------------------------------------------------------------------------- */
@@ -406,11 +427,25 @@ void deploy_stop(struct deploy *d)
 		watch_remove(d, d->watches);
 }
 
+static void asked_free(struct asked *a)
+{
+	json_decref(a->request);
+	json_decref(a->record);
+	free(a);
+}
+
 void deploy_free(struct deploy *d)
 {
 	if (!d)
 		return;
 	deploy_stop(d);
+	/* asked while the loop was ending: never answered */
+	while (d->asked) {
+		struct asked *a = d->asked;
+		d->asked = a->next;
+		asked_free(a);
+	}
+	pthread_mutex_destroy(&d->asked_lock);
 	json_decref(d->deployed);
 	json_decref(d->history);
 	free(d->data_dir);
@@ -641,4 +676,78 @@ json_t *deploy_get(struct deploy *d, const char *id)
 {
 	json_t *r = find_record(d, id);
 	return r ? json_deep_copy(r) : NULL;
+}
+
+/* ---- deploy() from a plugin ------------------------------------------------------------------ */
+
+/* [worker, under the asking instance's actor] */
+static void answer_run(void *arg, void *actor_ctx)
+{
+	struct asked *a = arg;
+	struct instance *inst = actor_ctx;
+	if (inst && inst->state && inst->st == INST_RUNNING)
+		a->done(inst->state, a->status, a->record, a->error, a->user);
+	asked_free(a);
+}
+
+/* [main loop] */
+static void asked_run(evutil_socket_t fd, short what, void *arg)
+{
+	struct asked *a = arg;
+	struct deploy *d = a->d;
+	pthread_mutex_lock(&d->asked_lock);
+	for (struct asked **pp = &d->asked; *pp; pp = &(*pp)->next)
+		if (*pp == a) {
+			*pp = a->next;
+			break;
+		}
+	pthread_mutex_unlock(&d->asked_lock);
+	/* the asking instance may have gone meanwhile (unload, reload) */
+	bool there = false;
+	for (size_t i = 0; i < site_instance_count(d->site) && !there; i++)
+		there = site_instance(d->site, i) == a->inst;
+	if (!there || a->inst->st != INST_RUNNING) {
+		asked_free(a);
+		return;
+	}
+	if (!json_object_get(a->request, "by"))
+		json_object_set_new(a->request, "by",
+				    json_sprintf("instance %s", a->inst->spec->name));
+	a->status = deploy_start(d, a->request, &a->record, a->error, sizeof a->error);
+	if (a->status == PLANT_OK)
+		a->error[0] = '\0';
+	if (site_post_instance(a->inst, answer_run, a) != PLANT_OK)
+		asked_free(a);
+}
+
+/* [any-thread] */
+static int deploy_async(void *ud, struct instance *inst, const json_t *request,
+			plant_deploy_done done, void *user)
+{
+	struct deploy *d = ud;
+	struct asked *a = calloc(1, sizeof *a);
+	if (!a)
+		return PLANT_E_NOMEM;
+	*a = (struct asked){.d = d,
+			    .inst = inst,
+			    .request = json_deep_copy(request),
+			    .done = done,
+			    .user = user};
+	pthread_mutex_lock(&d->asked_lock);
+	a->next = d->asked;
+	d->asked = a;
+	pthread_mutex_unlock(&d->asked_lock);
+	struct timeval now = {0, 0};
+	if (event_base_once(site_event_base(d->site), -1, EV_TIMEOUT, asked_run, a, &now) != 0) {
+		pthread_mutex_lock(&d->asked_lock);
+		for (struct asked **pp = &d->asked; *pp; pp = &(*pp)->next)
+			if (*pp == a) {
+				*pp = a->next;
+				break;
+			}
+		pthread_mutex_unlock(&d->asked_lock);
+		asked_free(a);
+		return PLANT_E_STATE;
+	}
+	return PLANT_OK;
 }

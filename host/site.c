@@ -49,6 +49,8 @@ struct site {
 	struct http *http;   /* listeners for plugin routes, or NULL */
 	struct httpc *httpc; /* the HTTP client plugins call through */
 	uint64_t started_ms;
+	site_deploy_fn deploy; /* api->deploy(), or NULL */
+	void *deploy_ud;
 };
 
 const uint64_t site_latency_bounds_us[SITE_LATENCY_BUCKETS] = {
@@ -1296,6 +1298,42 @@ static int api_http_reply(plant_http_req *req, int status, const char *content_t
 	return http_req_reply(req, status, content_type, body, len, headers);
 }
 
+static int api_deploy(plant_instance *self, const json_t *request, plant_deploy_done done,
+		      void *user)
+{
+	struct instance *inst = (struct instance *)self;
+	struct site *site = inst->site;
+	if (!json_is_object(request) || !done)
+		return PLANT_E_INVALID;
+	const char *target = json_string_value(json_object_get(request, "instance"));
+	if (target && strcmp(target, inst->spec->name) == 0) {
+		log_write(PLANT_LOG_ERROR, inst->spec->name,
+			  "an instance cannot deploy over itself");
+		return PLANT_E_INVALID;
+	}
+	const json_t *allowed =
+		site->cfg->deploy ? json_object_get(site->cfg->deploy, "plugins") : NULL;
+	bool ok = false;
+	size_t i;
+	json_t *e;
+	json_array_foreach(allowed, i, e) if (strcmp(json_string_value(e), inst->spec->name) == 0)
+		ok = true;
+	if (!ok) {
+		log_write(PLANT_LOG_ERROR, inst->spec->name,
+			  "deploy refused: this instance is not in the site's deploy.plugins");
+		return PLANT_E_STATE;
+	}
+	if (!site->deploy || atomic_load(&inst->stopping))
+		return PLANT_E_STATE;
+	return site->deploy(site->deploy_ud, inst, request, done, user);
+}
+
+void site_set_deploy(struct site *site, site_deploy_fn fn, void *ud)
+{
+	site->deploy = fn;
+	site->deploy_ud = ud;
+}
+
 const struct plant_host_api host_api = {
 	.struct_size = sizeof(struct plant_host_api),
 	.abi_major = PLANT_ABI_MAJOR,
@@ -1350,6 +1388,7 @@ const struct plant_host_api host_api = {
 	.http_call_wait = api_http_call_wait,
 	.http_result_free = api_http_result_free,
 	.http_result_header = api_http_result_header,
+	.deploy = api_deploy,
 };
 
 /* ---- the site ------------------------------------------------------------------ */

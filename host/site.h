@@ -94,6 +94,12 @@ int site_replace(struct site *site, const struct instance_spec *spec, char *err,
  * PLANT_E_STATE for the backend of the site's stores. [main loop] */
 int site_remove(struct site *site, const char *name, char *err, size_t errlen);
 
+/* What api->deploy() calls (host/deploy.c), once the caller is allowed:
+ * [any-thread]. */
+typedef int (*site_deploy_fn)(void *ud, struct instance *inst, const json_t *request,
+			      plant_deploy_done done, void *user);
+void site_set_deploy(struct site *site, site_deploy_fn fn, void *ud);
+
 /* Counters for the summary and tests. */
 size_t site_instance_count(const struct site *site);
 struct instance *site_instance(const struct site *site, size_t i);

@@ -37,7 +37,7 @@ extern "C" {
 #endif
 
 #define PLANT_ABI_MAJOR 1
-#define PLANT_ABI_MINOR 6
+#define PLANT_ABI_MINOR 7
 
 /* The descriptor symbol for this major. */
 #define PLANT_PLUGIN_DESC      plant_plugin_v1
@@ -314,6 +314,15 @@ struct plant_http_result {
 /* [instance] The answer to http_call(), on the instance's worker like a
  * message handler. */
 typedef void (*plant_http_done)(void *state, const struct plant_http_result *res, void *user);
+
+/* [instance] The answer to deploy() [since 1.7]: `status` is PLANT_OK when
+ * the new version runs, else the refusal's. `deployment` ([borrowed] for the
+ * call, or NULL for a request that was not one) is the record `plantctl
+ * deployments` shows: {"id", "instance", "module", "version",
+ * "previous_version", "state": "watching" | "deployed" | "refused", "reason",
+ * ...}; `error` the reason as text ("" when OK). */
+typedef void (*plant_deploy_done)(void *state, int status, const json_t *deployment,
+				  const char *error, void *user);
 
 #define PLANT_PLUGIN_MAY_BLOCK	 0x1u /* reserved: callbacks block for long */
 #define PLANT_PLUGIN_KNOWN_FLAGS PLANT_PLUGIN_MAY_BLOCK
@@ -611,6 +620,22 @@ struct plant_host_api {
 	/* [any-thread] A header of a result, case-insensitive, or NULL (the
 	 * last one when it came twice). */
 	const char *(*http_result_header)(const struct plant_http_result *res, const char *name);
+
+	/* ---- deployments [since 1.7] ---- */
+
+	/* [any-thread] Deploy a plugin bundle file to an instance of this site,
+	 * as `plantctl deploy` does (verify, drain and swap, watch, roll back).
+	 * `request` [borrowed]: {"bundle": PATH, "instance": NAME, "grace":
+	 * "10s", "by": WHO}. The checks and the swap run on the host's main
+	 * loop; `done` gets the answer on this instance's worker. Later steps
+	 * (deployed, rolled_back) are published by the host on "cicd.events"
+	 * as {"event": "deploy.STATE", "id", "instance", "version", "reason",
+	 * "node", ...}. Only the instances the site lists in `deploy.plugins`
+	 * may deploy: PLANT_E_STATE for others (and when the site is
+	 * stopping), PLANT_E_INVALID for a request that is not an object. An
+	 * instance cannot deploy over itself. */
+	int (*deploy)(plant_instance *self, const json_t *request, plant_deploy_done done,
+		      void *user);
 };
 
 /* Is `fn` offered by this host? For functions newer than the minor a plugin

@@ -72,6 +72,11 @@
  *                                       returns the HTTP status of the reply
  *   plant_test_fail_publish(h, status)  publishing fails with `status` from now on
  *                                       (PLANT_E_FULL, say); PLANT_OK ends it
+ *   plant_test_deploys(h)               deploy() requests not yet answered
+ *   plant_test_deploy_request(h, i)     the i-th of them ([borrowed]), or NULL
+ *   plant_test_deploy_answer(h, status, record_json, error)
+ *                                       answer the oldest one: its done() runs
+ *                                       now with the record (JSON text or NULL)
  *
  * Checking: PLANT_TEST_CHECK(cond) prints file, line and expression and
  * exits 1 when `cond` is false (unlike assert(), whatever NDEBUG says).
@@ -294,8 +299,9 @@ struct plant_test_host {
 	size_t n_backends, cap_backends;
 	json_t *queues; /* declared: name -> settings */
 
-	struct plant_msg *held;		/* handles from hold() */
-	struct plant_http_req *pending; /* requests not yet answered */
+	struct plant_msg *held;		   /* handles from hold() */
+	struct plant_http_req *pending;	   /* requests not yet answered */
+	struct plant_fake_deploy *deploys; /* deploy() requests not yet answered */
 	int reply_status;
 	char *reply_body;
 };
@@ -1631,6 +1637,35 @@ static inline int plant_fake_http_reply(plant_http_req *req, int status, const c
 	return PLANT_E_STATE; /* answered already */
 }
 
+struct plant_fake_deploy {
+	json_t *request;
+	plant_deploy_done done;
+	void *user;
+	struct plant_fake_deploy *next;
+};
+
+static inline int plant_fake_deploy(plant_instance *self, const json_t *request,
+				    plant_deploy_done done, void *user)
+{
+	struct plant_test_host *h = plant_fake_host(self);
+	struct plant_fake_deploy *dep, **pp;
+
+	if (!h || !json_is_object(request) || !done)
+		return PLANT_E_INVALID;
+	if (!plant_fake_may_act(h))
+		return PLANT_E_STATE;
+	dep = calloc(1, sizeof(*dep));
+	if (!dep)
+		return PLANT_E_NOMEM;
+	dep->request = json_deep_copy(request);
+	dep->done = done;
+	dep->user = user;
+	for (pp = &h->deploys; *pp; pp = &(*pp)->next)
+		;
+	*pp = dep;
+	return PLANT_OK;
+}
+
 static inline int plant_fake_http_call(plant_instance *self, const struct plant_http_call *call,
 				       plant_http_done done, void *user)
 {
@@ -1930,6 +1965,7 @@ static inline struct plant_test_host *plant_test_new(void)
 		.http_call_wait = plant_fake_http_call_wait,
 		.http_result_free = plant_fake_http_result_free,
 		.http_result_header = plant_fake_http_result_header,
+		.deploy = plant_fake_deploy,
 	};
 	h->inst.host = h;
 	h->now = PLANT_FAKE_START_MS;
@@ -2225,6 +2261,13 @@ static inline void plant_test_free(struct plant_test_host *h)
 		h->pending = r->next;
 		plant_fake_req_free(r);
 	}
+	while (h->deploys) {
+		struct plant_fake_deploy *dep = h->deploys;
+
+		h->deploys = dep->next;
+		json_decref(dep->request);
+		free(dep);
+	}
 	json_decref(h->config);
 	json_decref(h->published);
 	json_decref(h->logs);
@@ -2504,6 +2547,47 @@ static inline int plant_test_request(struct plant_test_host *h, const char *meth
 static inline int plant_test_reply_status(const struct plant_test_host *h)
 {
 	return h->reply_status;
+}
+
+/* deploy() requests not yet answered. */
+static inline size_t plant_test_deploys(const struct plant_test_host *h)
+{
+	size_t n = 0;
+
+	for (const struct plant_fake_deploy *dep = h->deploys; dep; dep = dep->next)
+		n++;
+	return n;
+}
+
+/* The i-th unanswered deploy() request, oldest first ([borrowed]), or NULL. */
+static inline const json_t *plant_test_deploy_request(const struct plant_test_host *h, size_t i)
+{
+	for (const struct plant_fake_deploy *dep = h->deploys; dep; dep = dep->next)
+		if (i-- == 0)
+			return dep->request;
+	return NULL;
+}
+
+/* Answer the oldest deploy() request: its done() runs now with `status`,
+ * the record parsed from `record_json` (or NULL) and `error` (NULL: "").
+ * PLANT_E_NOTFOUND when none waits, PLANT_E_INVALID for bad JSON. */
+static inline int plant_test_deploy_answer(struct plant_test_host *h, int status,
+					   const char *record_json, const char *error)
+{
+	struct plant_fake_deploy *dep = h->deploys;
+	json_t *rec = NULL;
+
+	if (!dep)
+		return PLANT_E_NOTFOUND;
+	if (record_json && !(rec = json_loads(record_json, 0, NULL)))
+		return PLANT_E_INVALID;
+	h->deploys = dep->next;
+	if (h->state && h->phase == PLANT_FAKE_RUNNING)
+		dep->done(h->state, status, rec, error ? error : "", dep->user);
+	json_decref(rec);
+	json_decref(dep->request);
+	free(dep);
+	return PLANT_OK;
 }
 
 static inline const char *plant_test_reply_body(const struct plant_test_host *h)
