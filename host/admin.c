@@ -755,6 +755,7 @@ static int status_http(int rc)
 	case PLANT_E_CONFIG:
 	case PLANT_E_PLUGIN:
 	case PLANT_E_INVALID:
+	case PLANT_E_ABI:
 		return 400;
 	default:
 		return 500;

@@ -213,6 +213,8 @@ int deploy_merge(struct deploy *d, struct site_config *cfg, char *err, size_t er
 				name, d->state_path);
 			continue;
 		}
+		if (json_is_null(o))
+			continue;
 		const char *module = json_string_value(json_object_get(o, "module"));
 		if (!module)
 			return fail(err, errlen, PLANT_E_CONFIG,
@@ -356,7 +358,13 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
 	struct instance *inst = site_find(d->site, w->instance);
 	const char *why = NULL;
 	char buf[600];
-	if (!inst || inst->st != INST_RUNNING) {
+	if (!inst) { /* removed meanwhile (plantctl unload): nothing to watch */
+		if (rec)
+			step(d, rec, "abandoned", "the instance was removed");
+		watch_remove(d, w);
+		return;
+	}
+	if (inst->st != INST_RUNNING) {
 		snprintf(buf, sizeof buf, "the new version is not running (%s)",
 			 inst && inst->error[0] ? inst->error : "failed");
 		why = buf;
@@ -369,11 +377,17 @@ static void watch_tick(evutil_socket_t fd, short what, void *arg)
 		json_t *done = NULL;
 		char reason[1024];
 		snprintf(reason, sizeof reason, "%s within the grace period", why);
-		if (rollback(d, w->instance, reason, &done, err, sizeof err) != PLANT_OK)
-			log_error("deployment %s: rollback failed: %s", w->id, err);
+		int rc = rollback(d, w->instance, reason, &done, err, sizeof err);
 		json_decref(done);
-		if (rec)
+		if (rc != PLANT_OK) {
+			char both[3200];
+			snprintf(both, sizeof both, "%s; the rollback failed: %s", reason, err);
+			log_error("deployment %s: %s", w->id, both);
+			if (rec)
+				step(d, rec, "rollback_failed", both);
+		} else if (rec) {
 			step(d, rec, "rolled_back", reason);
+		}
 		watch_remove(d, w);
 		return;
 	}
@@ -409,13 +423,18 @@ static void watch_start(struct deploy *d, const char *id, const char *instance, 
 	d->watches = w;
 }
 
-/* Stop watching `instance` (a newer deployment or a rollback takes over). */
-static void watch_cancel(struct deploy *d, const char *instance)
+/* Stop watching `instance`; the watched deployment's record gets `state`
+ * and `why` (or nothing: a rollback records itself). */
+static void watch_cancel(struct deploy *d, const char *instance, const char *state, const char *why)
 {
 	for (struct watch *w = d->watches, *next; w; w = next) {
 		next = w->next;
-		if (strcmp(w->instance, instance) == 0)
-			watch_remove(d, w);
+		if (strcmp(w->instance, instance) != 0)
+			continue;
+		json_t *rec = find_record(d, w->id);
+		if (rec && state)
+			step(d, rec, state, why);
+		watch_remove(d, w);
 	}
 }
 
@@ -479,7 +498,7 @@ static int refuse(struct deploy *d, json_t *rec, int rc, const char *why, json_t
 		  char *err, size_t errlen)
 {
 	step(d, rec, "refused", why);
-	*result_out = json_incref(rec);
+	*result_out = json_deep_copy(rec);
 	return fail(err, errlen, rc, "%s", why);
 }
 
@@ -513,8 +532,10 @@ int deploy_start(struct deploy *d, const json_t *request, json_t **result_out, c
 		json_object_set_new(rec, "by", json_string(by));
 	if (rc != PLANT_OK)
 		return refuse(d, rec, PLANT_E_INVALID, why, result_out, err, errlen);
-	if (!instance)
-		instance = bundle_name(b);
+	/* a copy: the bundle goes before the end */
+	char target[256];
+	snprintf(target, sizeof target, "%s", instance ? instance : bundle_name(b));
+	instance = target;
 	json_object_set_new(rec, "module", json_string(bundle_name(b)));
 	json_object_set_new(rec, "version", json_string(bundle_version(b)));
 	json_object_set_new(rec, "sha256", json_string(bundle_sha256(b)));
@@ -567,22 +588,25 @@ int deploy_start(struct deploy *d, const json_t *request, json_t **result_out, c
 	spec.files = json_deep_copy(cur->files);
 	spec.file = strdup(cur->file);
 	spec.line = cur->line;
-	json_t *previous = json_pack("{s:o, s:s?, s:O?}", "spec", spec_snapshot(cur), "version",
+	json_t *previous = json_pack("{s:o, s:s*, s:O*}", "spec", spec_snapshot(cur), "version",
 				     old_desc ? old_desc->version : NULL, "override",
 				     json_object_get(d->deployed, instance));
 	json_t *override =
-		json_pack("{s:s, s:s, s:O?, s:s, s:o}", "module", file, "version",
+		json_pack("{s:s, s:s, s:O*, s:s, s:o}", "module", file, "version",
 			  bundle_version(b), "config", bconf, "deployment",
 			  json_string_value(json_object_get(rec, "id")), "previous", previous);
 	bundle_free(b);
 
-	watch_cancel(d, instance);
 	rc = site_replace(d->site, &spec, why, sizeof why);
 	instance_spec_clear(&spec);
 	if (rc != PLANT_OK) {
 		json_decref(override);
 		return refuse(d, rec, rc, why, result_out, err, errlen);
 	}
+	char superseded[128];
+	snprintf(superseded, sizeof superseded, "deployment %s replaced it",
+		 json_string_value(json_object_get(rec, "id")));
+	watch_cancel(d, instance, "superseded", superseded);
 	json_object_set_new(d->deployed, instance, override);
 	if (save_state(d, why, sizeof why) != PLANT_OK)
 		log_error("deployment %s: %s: after a restart the site runs its previous version",
@@ -593,7 +617,7 @@ int deploy_start(struct deploy *d, const json_t *request, json_t **result_out, c
 	} else {
 		step(d, rec, "deployed", NULL);
 	}
-	*result_out = json_incref(rec);
+	*result_out = json_deep_copy(rec);
 	return PLANT_OK;
 }
 
@@ -612,7 +636,11 @@ static int rollback(struct deploy *d, const char *name, const char *why, json_t 
 	struct instance *running = site_find(d->site, name);
 	struct instance_spec spec = {0};
 	spec.name = strdup(name);
-	spec.module = strdup(json_string_value(json_object_get(snap, "module")));
+	const char *snap_module = json_string_value(json_object_get(snap, "module"));
+	if (!snap_module)
+		return fail(err, errlen, PLANT_E_CONFIG,
+			    "%s: instance \"%s\": no module to roll back to", d->state_path, name);
+	spec.module = strdup(snap_module);
 	spec.required = json_is_true(json_object_get(snap, "required"));
 	spec.settings = json_deep_copy(json_object_get(snap, "settings"));
 	if (running) {
@@ -633,6 +661,10 @@ static int rollback(struct deploy *d, const char *name, const char *why, json_t 
 	if (rc != PLANT_OK)
 		return rc;
 	json_t *before = json_incref(json_object_get(prev, "override"));
+	if (json_is_null(before)) {
+		json_decref(before);
+		before = NULL;
+	}
 	if (before)
 		json_object_set_new(d->deployed, name, before);
 	else
@@ -652,7 +684,7 @@ int deploy_rollback(struct deploy *d, const char *name, const char *why, json_t 
 	json_t *o = json_object_get(d->deployed, name);
 	const char *id = json_string_value(json_object_get(o, "deployment"));
 	json_t *rec = id ? find_record(d, id) : NULL;
-	watch_cancel(d, name);
+	watch_cancel(d, name, NULL, NULL);
 	json_t *ignored = NULL;
 	int rc = rollback(d, name, why, &ignored, err, errlen);
 	json_decref(ignored);
@@ -660,7 +692,7 @@ int deploy_rollback(struct deploy *d, const char *name, const char *why, json_t 
 		return rc;
 	if (rec) {
 		step(d, rec, "rolled_back", why);
-		*result_out = json_incref(rec);
+		*result_out = json_deep_copy(rec);
 	} else {
 		*result_out = json_pack("{s:s, s:s}", "instance", name, "state", "rolled_back");
 	}
@@ -716,7 +748,10 @@ static void asked_run(evutil_socket_t fd, short what, void *arg)
 	a->status = deploy_start(d, a->request, &a->record, a->error, sizeof a->error);
 	if (a->status == PLANT_OK)
 		a->error[0] = '\0';
-	if (site_post_instance(a->inst, answer_run, a) != PLANT_OK)
+	there = false;
+	for (size_t i = 0; i < site_instance_count(d->site) && !there; i++)
+		there = site_instance(d->site, i) == a->inst;
+	if (!there || site_post_instance(a->inst, answer_run, a) != PLANT_OK)
 		asked_free(a);
 }
 
@@ -750,4 +785,15 @@ static int deploy_async(void *ud, struct instance *inst, const json_t *request,
 		return PLANT_E_STATE;
 	}
 	return PLANT_OK;
+}
+
+void deploy_forget(struct deploy *d, const char *name)
+{
+	watch_cancel(d, name, "abandoned", "the instance was removed");
+	if (!json_object_get(d->deployed, name))
+		return;
+	json_object_del(d->deployed, name);
+	char err[512];
+	if (save_state(d, err, sizeof err) != PLANT_OK)
+		log_error("%s", err);
 }

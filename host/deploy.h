@@ -43,6 +43,10 @@ int deploy_start(struct deploy *d, const json_t *request, json_t **result_out, c
 int deploy_rollback(struct deploy *d, const char *name, const char *why, json_t **result_out,
 		    char *err, size_t errlen);
 
+/* Instance `name` left the site (plantctl unload): stop watching it and
+ * forget its deployed version. */
+void deploy_forget(struct deploy *d, const char *name);
+
 /* The history: every deployment record, oldest first ([new]); or one. */
 json_t *deploy_list(struct deploy *d);
 json_t *deploy_get(struct deploy *d, const char *id);

@@ -107,7 +107,10 @@ static int do_load(void *ud, const json_t *entry, char *err, size_t errlen)
 static int do_unload(void *ud, const char *name, char *err, size_t errlen)
 {
 	struct runtime *rt = ud;
-	return dropin_unload(rt->dropin, rt->site, name, err, errlen);
+	int rc = dropin_unload(rt->dropin, rt->site, name, err, errlen);
+	if (rc == PLANT_OK)
+		deploy_forget(rt->deploy, name);
+	return rc;
 }
 
 static void on_reload(evutil_socket_t sig, short what, void *arg)

@@ -1306,7 +1306,12 @@ static int api_deploy(plant_instance *self, const json_t *request, plant_deploy_
 	if (!json_is_object(request) || !done)
 		return PLANT_E_INVALID;
 	const char *target = json_string_value(json_object_get(request, "instance"));
-	if (target && strcmp(target, inst->spec->name) == 0) {
+	if (!target) {
+		log_write(PLANT_LOG_ERROR, inst->spec->name,
+			  "deploy refused: the request names no \"instance\"");
+		return PLANT_E_INVALID;
+	}
+	if (strcmp(target, inst->spec->name) == 0) {
 		log_write(PLANT_LOG_ERROR, inst->spec->name,
 			  "an instance cannot deploy over itself");
 		return PLANT_E_INVALID;
@@ -1970,12 +1975,15 @@ int site_add(struct site *site, const struct instance_spec *spec, char *err, siz
 	if (rc)
 		return PLANT_E_CONFIG;
 	struct instance **v = realloc(site->insts, (site->n + 2) * sizeof *v);
-	if (!v || config_add_instance(site->cfg, spec) != PLANT_OK) {
+	rc = v ? config_add_instance(site->cfg, spec) : PLANT_E_NOMEM;
+	if (rc != PLANT_OK) {
 		if (v)
 			site->insts = v;
 		inst_free(inst);
-		snprintf(err, errlen, "out of memory");
-		return PLANT_E_NOMEM;
+		snprintf(err, errlen, "%s",
+			 rc == PLANT_E_EXISTS ? "the site's config has an instance of that name"
+					      : "out of memory");
+		return rc;
 	}
 	site->insts = v;
 	site->insts[site->n++] = inst;
@@ -2071,7 +2079,7 @@ int site_replace(struct site *site, const struct instance_spec *spec, char *err,
 		return PLANT_E_PLUGIN;
 	}
 	/* neither: the instance is gone from the site; say both */
-	site_forget_slot(site, i);
+	site_forget(site, i);
 	snprintf(err, errlen, "%s; the previous version failed too: %s", why, why_again);
 	log_error("instance \"%s\" is down: %s", spec->name, err);
 	return PLANT_E_PLUGIN;

@@ -31,7 +31,7 @@ DATA=$TEST_TMP/data
 OUTF=$DATA/out.jsonl
 COUNT=3000
 
-site() { # [EXTRA ROOT SETTINGS]
+site() { # [EXTRA ROOT SETTINGS] [EXTRA PLUGIN ENTRIES]
   cat >"$CONF" <<CONF
 site = "it-deploy";
 data_dir = "data";
@@ -43,7 +43,8 @@ plugins = (
     every = "10ms"; },
   { name = "meter"; module = "fx_meter_v1"; queue = "readings"; out = "meter.out"; },
   { name = "sink"; module = "log_sink"; subscribe = [ "meter.out", "cicd.events" ];
-    path = "out.jsonl"; }
+    path = "out.jsonl"; }${2:+,
+  $2}
 );
 ${1:-}
 CONF
@@ -157,6 +158,7 @@ IFS=. read -r major minor < <(host_abi)
 jq --arg abi "$major.$((minor + 1))" '.manifest.abi = $abi' "$TEST_TMP/meter-v2.bundle" \
   >"$TEST_TMP/newer.bundle"
 refused "a newer ABI" "$major.$((minor + 1))" "$TEST_TMP/newer.bundle"
+[[ $REFUSAL == "plantctl: 400: "* ]] || fail "an ABI refusal: $REFUSAL"
 refused "init() fails" "cannot open the meter's device" "$TEST_TMP/meter-initfail.bundle"
 grep -q "the previous version runs again" <<<"$REFUSAL" || fail "init fails: $REFUSAL"
 ctl deploy "$TEST_TMP/meter-v2.bundle" --as nosuch
@@ -175,6 +177,10 @@ ctl rollback meter
 [[ $(meter_version) == "1.0.0 running" ]] || fail "after plantctl rollback: $(meter_version)"
 ctl rollback meter
 [[ $RC == 1 && $CERR == *"no deployed version to roll back"* ]] || fail "rollback again: $RC $CERR"
+# back to the files' version: a reload and a restart run it
+ctl reload
+[[ $RC == 0 ]] || fail "reload after the rollback: $RC $CERR"
+[[ $(meter_version) == "1.0.0 running" ]] || fail "after the reload: $(meter_version)"
 
 say "a deployed version survives a restart"
 ctl deploy "$TEST_TMP/meter-v2.bundle" --as meter --grace 0s
@@ -194,13 +200,18 @@ openssl genpkey -algorithm ed25519 -out "$TEST_TMP/other.pem" 2>/dev/null
   -o "$TEST_TMP/v1-signed.bundle" >/dev/null
 "$BUNDLE" pack "$PLANTD_FIXTURE_DIR/fx_meter_v1.so" -k "$TEST_TMP/other.pem" \
   -o "$TEST_TMP/v1-other.bundle" >/dev/null
-site 'deploy = { require_signature = true; trusted_keys = [ "ci.pub" ]; grace = "0s"; };'
+site 'deploy = { require_signature = true; trusted_keys = [ "ci.pub" ]; grace = "0s"; };' \
+  '{ name = "fx_meter"; module = "fx_meter_v2"; queue = "readings"; }'
 start_site
 refused "an unsigned bundle" "not signed" "$TEST_TMP/meter-v1.bundle"
 refused "an untrusted key" "key" "$TEST_TMP/v1-other.bundle"
 ctl deploy "$TEST_TMP/v1-signed.bundle" --as meter --wait
 [[ $RC == 0 ]] || fail "signed deploy: $RC $COUT $CERR"
 [[ $(meter_version) == "1.0.0 running" ]] || fail "after the signed deploy: $(meter_version)"
+# without --as: the instance named after the bundle's module
+ctl deploy "$TEST_TMP/v1-signed.bundle" --wait
+[[ $RC == 0 && $COUT == *"fx_meter 1.0.0 on fx_meter, was 2.0.0: deployed"* ]] ||
+  fail "deploy without --as: $RC $COUT $CERR"
 stop_plantd TERM 20
 expect_exit 0
 say "ok"

@@ -146,9 +146,20 @@ wait_until 10 "meter1 back after the restart" more_from meter1 "$((n + 2))"
 say "unload: refused for the files' instances, done for a loaded one"
 refused "unload sink" "instance \"sink\" comes from $CONF:$SINK_LINE" unload sink
 refused "unload unknown" 'no loaded instance named "nope"' unload nope
+# a deployment in its grace period ends with the instance: no rollback
+# brings it back
+"$PLANTD_BUILD_ROOT/tools/plantd-bundle" pack "$DROP/meter.so" -o "$TEST_TMP/meter.bundle" >/dev/null
+ctl deploy "$TEST_TMP/meter.bundle" --as meter1 --grace 30s
+[[ $RC == 0 ]] || fail "deploy to meter1: $RC $CERR"
 ctl unload meter1
 [[ $RC == 0 && $COUT == "unloaded meter1" ]] || fail "unload: exit $RC: $COUT $CERR"
 [[ $(instances) == "sink:running " ]] || fail "after unload: $(instances)"
+sleep 0.6
+[[ $(instances) == "sink:running " ]] || fail "a while after unload: $(instances)"
+ctl --json deployments
+[[ $(jq -r '.deployments[-1].state' <<<"$COUT") == abandoned ]] || fail "deployment: $COUT"
+[[ $(jq -r '.instances | length' "$DATA/deployed.json") == 0 ]] ||
+  fail "deployed.json keeps meter1: $(cat "$DATA/deployed.json")"
 n=$(sink_lines_of meter1)
 sleep 0.5
 (($(sink_lines_of meter1) == n)) || fail "meter1 publishes after unload"

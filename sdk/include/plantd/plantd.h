@@ -632,8 +632,8 @@ struct plant_host_api {
 	 * as {"event": "deploy.STATE", "id", "instance", "version", "reason",
 	 * "node", ...}. Only the instances the site lists in `deploy.plugins`
 	 * may deploy: PLANT_E_STATE for others (and when the site is
-	 * stopping), PLANT_E_INVALID for a request that is not an object. An
-	 * instance cannot deploy over itself. */
+	 * stopping), PLANT_E_INVALID for a request that is not an object or
+	 * names no "instance". An instance cannot deploy over itself. */
 	int (*deploy)(plant_instance *self, const json_t *request, plant_deploy_done done,
 		      void *user);
 };

@@ -1650,7 +1650,8 @@ static inline int plant_fake_deploy(plant_instance *self, const json_t *request,
 	struct plant_test_host *h = plant_fake_host(self);
 	struct plant_fake_deploy *dep, **pp;
 
-	if (!h || !json_is_object(request) || !done)
+	if (!h || !json_is_object(request) || !done ||
+	    !json_is_string(json_object_get(request, "instance")))
 		return PLANT_E_INVALID;
 	if (!plant_fake_may_act(h))
 		return PLANT_E_STATE;
