@@ -93,7 +93,7 @@ wait_until 15 "retries counted on a" counter_at_least a sqs_out retries 1
 wait_until 15 "backoff_ms above 0 on a's /metrics" gauge_above a sqs_out backoff_ms 0
 wait_for_log 'inst=sqs_out msg="paused: ' 15
 expect_in_log -E 'inst=sqs_out msg="SendMessageBatch \(retry in at most [0-9]+ ms\): NoAnswer: '
-curl -sf "${NODE_ADMIN[a]}/metrics" | grep -q '^plantd_instance_gauge{instance="sqs_out",name="backoff_ms"} [1-9]' ||
+grep -q '^plantd_instance_gauge{instance="sqs_out",name="backoff_ms"} [1-9]' <<<"$(curl -sf "${NODE_ADMIN[a]}/metrics")" ||
   fail "no backoff_ms above 0 in a's /metrics"
 left=$(queue_left a out)
 ((left > 0)) || fail "a's queue out is empty during the outage"
@@ -116,8 +116,9 @@ wait_until 15 "backoff_ms back at 0" test "$(gauge a sqs_out backoff_ms)" = 0
 expect_in_log -E 'inst=sqs_out msg="SQS answers again: consuming queue out"'
 expect_in_log -E 'inst=sqs_out msg="SendMessageBatch works again after [0-9]+ failed attempts'
 # whichever node asked first found the queue gone, with the service's words
-cat "$TEST_TMP/a/plantd.log" "$TEST_TMP/b/plantd.log" |
-  grep -qF 'QueueDoesNotExist (AWS.SimpleQueueService.NonExistentQueue): The specified queue does not exist.' ||
+# (grep on the files: `cat | grep -q` fails under pipefail when grep quits early)
+grep -qF 'QueueDoesNotExist (AWS.SimpleQueueService.NonExistentQueue): The specified queue does not exist.' \
+  "$TEST_TMP/a/plantd.log" "$TEST_TMP/b/plantd.log" ||
   fail "neither node logged the NonExistentQueue error"
 use_node b
 expect_in_log -E 'inst=sqs_in msg="ReceiveMessage works again after'
