@@ -19,6 +19,7 @@
 #include "config.h"
 #include "loader.h"
 #include "log.h"
+#include "statefile.h"
 #include "msg.h"
 #include "site.h"
 
@@ -92,26 +93,10 @@ static json_t *now_iso(void)
 
 static int save_state(struct deploy *d, char *err, size_t errlen)
 {
-	char tmp[4200];
-	snprintf(tmp, sizeof tmp, "%s.tmp", d->state_path);
 	json_t *doc = json_pack("{s:O}", "instances", d->deployed);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int bad = fd < 0 || json_dumpfd(doc, fd, JSON_INDENT(2) | JSON_SORT_KEYS) != 0 ||
-		  write(fd, "\n", 1) != 1 || fsync(fd) != 0;
-	int e = errno;
-	if (fd >= 0)
-		close(fd);
+	int rc = statefile_save(d->state_path, doc, err, errlen);
 	json_decref(doc);
-	if (!bad && rename(tmp, d->state_path) != 0) {
-		bad = 1;
-		e = errno;
-	}
-	if (bad) {
-		unlink(tmp);
-		return fail(err, errlen, PLANT_E_IO, "cannot write %s: %s", d->state_path,
-			    strerror(e));
-	}
-	return PLANT_OK;
+	return rc;
 }
 
 static void append_history(struct deploy *d, const json_t *rec)

@@ -11,6 +11,7 @@
 #include "plantd/plantd.h"
 #include "config.h"
 #include "log.h"
+#include "statefile.h"
 #include "site.h"
 
 #define ORIGIN_LOAD "plantctl load"
@@ -86,26 +87,10 @@ void dropin_free(struct dropin *d)
  * crash. */
 static int save(struct dropin *d, char *err, size_t errlen)
 {
-	char tmp[4200];
-	snprintf(tmp, sizeof tmp, "%s.tmp", d->path);
 	json_t *doc = json_pack("{s:O}", "plugins", d->list);
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	int rc = fd < 0 || json_dumpfd(doc, fd, JSON_INDENT(2)) != 0 || write(fd, "\n", 1) != 1 ||
-		 fsync(fd) != 0;
-	int saved_errno = errno;
-	if (fd >= 0)
-		close(fd);
+	int rc = statefile_save(d->path, doc, err, errlen);
 	json_decref(doc);
-	if (!rc && rename(tmp, d->path) != 0) {
-		rc = 1;
-		saved_errno = errno;
-	}
-	if (rc) {
-		unlink(tmp);
-		return fail(err, errlen, PLANT_E_IO, "cannot write %s: %s", d->path,
-			    strerror(saved_errno));
-	}
-	return PLANT_OK;
+	return rc;
 }
 
 static ssize_t find(const struct dropin *d, const char *name)

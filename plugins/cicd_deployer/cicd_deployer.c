@@ -30,6 +30,8 @@
 
 #include <plantd/plantd.h>
 
+#include "cicd_common.h"
+
 /* Final steps seen on `events` before the deploy() answer that names them:
  * kept a while, for the answer to find. */
 #define EARLY_MAX    32
@@ -135,91 +137,10 @@ struct deployer {
 /* ---- small helpers ---------------------------------------------------------------- */
 
 /* The host's glob: '*' any run of characters (dots too), '?' one. */
-static bool glob_match(const char *p, const char *s)
-{
-	const char *star = NULL, *retry = NULL;
-	while (*s) {
-		if (*p == '*') {
-			star = p++;
-			retry = s;
-		} else if (*p == '?' || *p == *s) {
-			p++;
-			s++;
-		} else if (star) {
-			p = star + 1;
-			s = ++retry;
-		} else {
-			return false;
-		}
-	}
-	while (*p == '*')
-		p++;
-	return *p == '\0';
-}
-
-static bool is_url(const char *s)
-{
-	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
-}
 
 static char *dup_or_null(const char *s)
 {
 	return s ? strdup(s) : NULL;
-}
-
-static const char *jstr(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
-/* mkdir -p, 0755. */
-static int mkdir_p(const char *path)
-{
-	char buf[4096];
-	size_t len = strlen(path);
-	if (len == 0 || len >= sizeof buf)
-		return ENAMETOOLONG;
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-		return errno;
-	return 0;
-}
-
-/* Write `len` bytes to `path` all or nothing: a temporary file, fsync'd,
- * renamed. Returns 0 or an errno. */
-static int write_atomic(const char *path, const char *data, size_t len)
-{
-	char tmp[4200];
-	if (snprintf(tmp, sizeof tmp, "%s.part", path) >= (int)sizeof tmp)
-		return ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return errno;
-	int e = 0;
-	for (size_t off = 0; off < len && !e;) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno != EINTR)
-			e = errno;
-		else if (w > 0)
-			off += (size_t)w;
-	}
-	if (!e && fsync(fd) != 0)
-		e = errno;
-	if (close(fd) != 0 && !e)
-		e = errno;
-	if (!e && rename(tmp, path) != 0)
-		e = errno;
-	if (e)
-		unlink(tmp);
-	return e;
 }
 
 /* ---- publishing -------------------------------------------------------------------- */
@@ -357,11 +278,11 @@ static bool is_final_step(const char *state)
 /* A followed deployment's final step: `ev` is the host's event. */
 static void follow_finish(struct deployer *d, struct follow *f, const json_t *ev)
 {
-	const char *state = jstr(ev, "event") + strlen("deploy.");
-	const char *version = jstr(ev, "version");
-	const char *prev = jstr(ev, "previous_version");
+	const char *state = cicd_jstr(ev, "event") + strlen("deploy.");
+	const char *version = cicd_jstr(ev, "version");
+	const char *prev = cicd_jstr(ev, "previous_version");
 	publish_result(d, f->deployment, f->instance, state, version ? version : f->version,
-		       prev ? prev : f->previous_version, jstr(ev, "reason"), f->local_id);
+		       prev ? prev : f->previous_version, cicd_jstr(ev, "reason"), f->local_id);
 	follow_free(f);
 	publish_ready(d);
 }
@@ -388,7 +309,7 @@ static void follow_add(struct deployer *d, const char *deployment, const char *i
 	json_t *ev;
 	json_array_foreach(d->early, i, ev)
 	{
-		if (strcmp(jstr(ev, "id"), local_id) == 0) {
+		if (strcmp(cicd_jstr(ev, "id"), local_id) == 0) {
 			json_incref(ev);
 			json_array_remove(d->early, i);
 			follow_finish(d, f, ev);
@@ -420,9 +341,9 @@ static int on_event(void *state, const plant_msg *const *msgs, size_t n, void *u
 	(void)user;
 	for (size_t i = 0; i < n; i++) {
 		const json_t *ev = d->api->msg_body(msgs[i]);
-		const char *event = jstr(ev, "event");
-		const char *id = jstr(ev, "id");
-		const char *node = jstr(ev, "node");
+		const char *event = cicd_jstr(ev, "event");
+		const char *id = cicd_jstr(ev, "id");
+		const char *node = cicd_jstr(ev, "node");
 		if (!event || !id || strncmp(event, "deploy.", 7) != 0)
 			continue;
 		/* another node's step, relayed here: not ours */
@@ -431,8 +352,8 @@ static int on_event(void *state, const plant_msg *const *msgs, size_t n, void *u
 		const char *st = event + 7;
 		if (!is_final_step(st))
 			continue;
-		note_version(d, st, jstr(ev, "instance"), jstr(ev, "version"),
-			     jstr(ev, "previous_version"));
+		note_version(d, st, cicd_jstr(ev, "instance"), cicd_jstr(ev, "version"),
+			     cicd_jstr(ev, "previous_version"));
 		struct follow *f = follow_take(d, id);
 		if (f) {
 			follow_finish(d, f, ev);
@@ -452,18 +373,18 @@ static void on_deployed(void *state, int status, const json_t *rec, const char *
 {
 	struct deployer *d = state;
 	struct job *j = user;
-	const char *st = jstr(rec, "state");
+	const char *st = cicd_jstr(rec, "state");
 	if (!st)
 		st = status == PLANT_OK ? "deployed" : "refused";
-	const char *reason = jstr(rec, "reason");
+	const char *reason = cicd_jstr(rec, "reason");
 	if (!reason && status != PLANT_OK)
 		reason = error && *error ? error : plant_status_name(status);
-	const char *instance = jstr(rec, "instance");
+	const char *instance = cicd_jstr(rec, "instance");
 	if (!instance)
 		instance = j->instance;
-	const char *local_id = jstr(rec, "id");
-	const char *version = jstr(rec, "version");
-	const char *prev = jstr(rec, "previous_version");
+	const char *local_id = cicd_jstr(rec, "id");
+	const char *version = cicd_jstr(rec, "version");
+	const char *prev = cicd_jstr(rec, "previous_version");
 	publish_result(d, j->deployment, instance, st, version, prev, reason, local_id);
 	if (strcmp(st, "watching") == 0 && local_id) {
 		follow_add(d, j->deployment, instance, local_id, version, prev);
@@ -522,7 +443,7 @@ static void on_fetched(void *state, const struct plant_http_result *res, void *u
 	} else {
 		char path[4200];
 		file_name(d, j->deployment, path, sizeof path);
-		int e = write_atomic(path, res->body, res->body_len);
+		int e = cicd_write_atomic(path, res->body, res->body_len);
 		if (e == 0) {
 			d->fetched++;
 			d->api->counter_add(d->self, "fetched", 1);
@@ -586,7 +507,7 @@ static void handle_request(struct deployer *d, const plant_msg *m)
 {
 	const json_t *body = d->api->msg_body(m);
 	/* the request's id; a relayed message keeps its origin's id */
-	const char *deployment = jstr(body, "deployment");
+	const char *deployment = cicd_jstr(body, "deployment");
 	if (!deployment)
 		deployment = d->api->msg_attr(m, "plantd_id");
 	if (!deployment)
@@ -615,7 +536,7 @@ static void handle_request(struct deployer *d, const plant_msg *m)
 	if (nodes && !json_is_array(nodes) && !json_is_string(nodes) && !json_is_null(nodes)) {
 		d->requests++;
 		d->api->counter_add(d->self, "requests", 1);
-		refuse_request(d, deployment, jstr(body, "instance"),
+		refuse_request(d, deployment, cicd_jstr(body, "instance"),
 			       "'nodes' must be a list of node names");
 		return;
 	}
@@ -639,7 +560,7 @@ static void handle_request(struct deployer *d, const plant_msg *m)
 	const char *instance = json_string_value(jinst);
 	if (instance && !*instance)
 		instance = NULL;
-	const char *bundle = jstr(body, "bundle");
+	const char *bundle = cicd_jstr(body, "bundle");
 	if (!bundle || !*bundle) {
 		refuse_request(d, deployment, instance,
 			       "no \"bundle\": a deploy request needs a bundle path or URL");
@@ -660,7 +581,7 @@ static void handle_request(struct deployer *d, const plant_msg *m)
 			       "the deployer cannot deploy over its own instance");
 		return;
 	}
-	const char *by = jstr(body, "by");
+	const char *by = cicd_jstr(body, "by");
 
 	struct job *j = calloc(1, sizeof *j);
 	char who[512];
@@ -692,7 +613,7 @@ static void handle_request(struct deployer *d, const plant_msg *m)
 	d->n_jobs++;
 	d->api->log(d->self, PLANT_LOG_INFO, "deployment %s: %s to %s", deployment, bundle,
 		    instance);
-	if (is_url(bundle)) {
+	if (cicd_is_url(bundle)) {
 		j->url = strdup(bundle);
 		if (!j->url) {
 			job_refuse(d, j, "out of memory");
@@ -724,9 +645,9 @@ static void on_ready_tick(void *state, void *user)
 static int check_config(plant_instance *self, const struct plant_host_api *api,
 			const json_t *config)
 {
-	const char *listen = jstr(config, "listen");
-	const char *results = jstr(config, "results");
-	const char *events = jstr(config, "events");
+	const char *listen = cicd_jstr(config, "listen");
+	const char *results = cicd_jstr(config, "results");
+	const char *events = cicd_jstr(config, "events");
 	if (!*listen || !*results || !*events) {
 		api->error(self,
 			   !*listen    ? "listen"
@@ -742,14 +663,14 @@ static int check_config(plant_instance *self, const struct plant_host_api *api,
 		api->error(self, "results", "'results' must be a topic, not a pattern");
 		return PLANT_E_CONFIG;
 	}
-	if (glob_match(listen, results)) {
+	if (cicd_glob_match(listen, results)) {
 		api->error(self, "results",
 			   "'results' (%s) must not be a topic that 'listen' (%s) matches: the "
 			   "deployer would read its own results",
 			   results, listen);
 		return PLANT_E_CONFIG;
 	}
-	if (glob_match(events, results)) {
+	if (cicd_glob_match(events, results)) {
 		api->error(self, "results", "'results' (%s) must not be matched by 'events' (%s)",
 			   results, events);
 		return PLANT_E_CONFIG;
@@ -758,7 +679,7 @@ static int check_config(plant_instance *self, const struct plant_host_api *api,
 		api->error(self, "fetch_timeout", "'fetch_timeout' must be more than 0");
 		return PLANT_E_CONFIG;
 	}
-	if (!*jstr(config, "fetch_dir")) {
+	if (!*cicd_jstr(config, "fetch_dir")) {
 		api->error(self, "fetch_dir", "'fetch_dir' must not be empty");
 		return PLANT_E_CONFIG;
 	}
@@ -806,10 +727,10 @@ static int deployer_init(plant_instance *self, const struct plant_host_api *api,
 	}
 	d->self = self;
 	d->api = api;
-	d->listen = jstr(config, "listen");
-	d->results = jstr(config, "results");
-	d->events = jstr(config, "events");
-	d->node = jstr(config, "node");
+	d->listen = cicd_jstr(config, "listen");
+	d->results = cicd_jstr(config, "results");
+	d->events = cicd_jstr(config, "events");
+	d->node = cicd_jstr(config, "node");
 	if (!*d->node)
 		d->node = api->site_name(self);
 	d->fetch_timeout_ms =
@@ -818,12 +739,12 @@ static int deployer_init(plant_instance *self, const struct plant_host_api *api,
 	d->ready_every_ms = every > 0 ? (uint64_t)every : 0;
 	d->early = json_array();
 	d->deployed = json_object();
-	const char *fd = jstr(config, "fetch_dir");
+	const char *fd = cicd_jstr(config, "fetch_dir");
 	if (fd[0] == '/')
 		d->fetch_dir = strdup(fd);
 	else if (asprintf(&d->fetch_dir, "%s/%s", api->data_dir(self), fd) < 0)
 		d->fetch_dir = NULL;
-	const char *token = jstr(config, "fetch_token");
+	const char *token = cicd_jstr(config, "fetch_token");
 	if (*token && asprintf(&d->fetch_auth, "Bearer %s", token) < 0)
 		d->fetch_auth = NULL;
 	if (!d->early || !d->deployed || !d->fetch_dir || !d->node || (*token && !d->fetch_auth)) {
@@ -831,7 +752,7 @@ static int deployer_init(plant_instance *self, const struct plant_host_api *api,
 		deployer_free(d);
 		return PLANT_E_NOMEM;
 	}
-	int e = mkdir_p(d->fetch_dir);
+	int e = cicd_mkdir_p(d->fetch_dir);
 	if (e) {
 		api->error(self, "fetch_dir", "cannot make %s: %s", d->fetch_dir, strerror(e));
 		deployer_free(d);

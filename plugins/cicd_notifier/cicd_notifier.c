@@ -33,6 +33,8 @@
 
 #include <plantd/plantd.h>
 
+#include "cicd_common.h"
+
 #define TICK_MS		 500
 /* A bundle file larger than this is not read (the host's own limit). */
 #define BUNDLE_MAX_BYTES ((size_t)1 << 30)
@@ -169,38 +171,6 @@ struct notifier {
 
 /* ---- small helpers ---------------------------------------------------------------- */
 
-static bool glob_match(const char *p, const char *s)
-{
-	const char *star = NULL, *retry = NULL;
-	while (*s) {
-		if (*p == '*') {
-			star = p++;
-			retry = s;
-		} else if (*p == '?' || *p == *s) {
-			p++;
-			s++;
-		} else if (star) {
-			p = star + 1;
-			s = ++retry;
-		} else {
-			return false;
-		}
-	}
-	while (*p == '*')
-		p++;
-	return *p == '\0';
-}
-
-static const char *jstr(const json_t *o, const char *key)
-{
-	return json_string_value(json_object_get(o, key));
-}
-
-static bool is_url(const char *s)
-{
-	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0;
-}
-
 static bool is_final(const char *state)
 {
 	static const char *const finals[] = {"deployed",	"refused",    "rolled_back",
@@ -258,114 +228,6 @@ static int parse_duration(const json_t *v, uint64_t *ms_out)
 	return PLANT_OK;
 }
 
-static int mkdir_p(const char *path)
-{
-	char buf[4096];
-	size_t len = strlen(path);
-	if (len == 0 || len >= sizeof buf)
-		return ENAMETOOLONG;
-	memcpy(buf, path, len + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = '\0';
-		if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-			return errno;
-		*p = '/';
-	}
-	if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-		return errno;
-	return 0;
-}
-
-/* Read a whole file into *data_out (NUL-terminated, malloc'd). 0 or errno. */
-static int read_file(const char *path, char **data_out, size_t *len_out)
-{
-	*data_out = NULL;
-	*len_out = 0;
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return errno;
-	struct stat st;
-	int e = fstat(fd, &st) != 0			? errno
-		: !S_ISREG(st.st_mode)			? EINVAL
-		: (size_t)st.st_size > BUNDLE_MAX_BYTES ? EFBIG
-							: 0;
-	if (e) {
-		close(fd);
-		return e;
-	}
-	size_t cap = (size_t)st.st_size + 1, len = 0;
-	char *buf = malloc(cap);
-	if (!buf) {
-		close(fd);
-		return ENOMEM;
-	}
-	for (;;) {
-		if (len + 1 >= cap) {
-			if (cap > BUNDLE_MAX_BYTES) {
-				free(buf);
-				close(fd);
-				return EFBIG;
-			}
-			char *nb = realloc(buf, cap * 2);
-			if (!nb) {
-				free(buf);
-				close(fd);
-				return ENOMEM;
-			}
-			buf = nb;
-			cap *= 2;
-		}
-		ssize_t r = read(fd, buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			e = errno;
-			free(buf);
-			close(fd);
-			return e;
-		}
-		if (r == 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fd);
-	buf[len] = '\0';
-	*data_out = buf;
-	*len_out = len;
-	return 0;
-}
-
-static int write_atomic(const char *path, const char *data, size_t len)
-{
-	char tmp[4200];
-	if (snprintf(tmp, sizeof tmp, "%s.part", path) >= (int)sizeof tmp)
-		return ENAMETOOLONG;
-	int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	if (fd < 0)
-		return errno;
-	int e = 0;
-	for (size_t off = 0; off < len && !e;) {
-		ssize_t w = write(fd, data + off, len - off);
-		if (w < 0 && errno != EINTR)
-			e = errno;
-		else if (w > 0)
-			off += (size_t)w;
-	}
-	if (!e && fsync(fd) != 0)
-		e = errno;
-	if (close(fd) != 0 && !e)
-		e = errno;
-	if (!e && rename(tmp, path) != 0)
-		e = errno;
-	if (e)
-		unlink(tmp);
-	return e;
-}
-
-/* ---- deployments ------------------------------------------------------------------- */
-
 static void dep_free(struct dep *dp)
 {
 	free(dp->bundle);
@@ -414,7 +276,7 @@ static json_t *dep_view(const struct dep *dp)
 	json_t *v;
 	json_array_foreach(dp->expected, i, v)
 	{
-		if (!is_final(jstr(json_object_get(dp->nodes, json_string_value(v)), "state")))
+		if (!is_final(cicd_jstr(json_object_get(dp->nodes, json_string_value(v)), "state")))
 			json_array_append(waiting, v);
 	}
 	json_t *o =
@@ -450,7 +312,7 @@ static void dep_finish(struct notifier *n, struct dep *dp)
 	{
 		const char *node = json_string_value(v);
 		json_t *cur = json_object_get(dp->nodes, node);
-		const char *st = jstr(cur, "state");
+		const char *st = cicd_jstr(cur, "state");
 		if (is_final(st))
 			continue;
 		char why[256];
@@ -470,7 +332,7 @@ static void dep_finish(struct notifier *n, struct dep *dp)
 	size_t n_nodes = json_object_size(dp->nodes), n_final = 0, n_deployed = 0;
 	json_object_foreach(dp->nodes, node, v)
 	{
-		const char *st = jstr(v, "state");
+		const char *st = cicd_jstr(v, "state");
 		n_final += is_final(st) ? 1 : 0;
 		n_deployed += st && strcmp(st, "deployed") == 0 ? 1 : 0;
 	}
@@ -488,9 +350,9 @@ static void dep_finish(struct notifier *n, struct dep *dp)
 		    dp->complete ? "complete" : "incomplete", n_deployed, n_nodes);
 	json_object_foreach(dp->nodes, node, v)
 	{
-		const char *st = jstr(v, "state");
-		const char *ver = jstr(v, "version");
-		const char *reason = jstr(v, "reason");
+		const char *st = cicd_jstr(v, "state");
+		const char *ver = cicd_jstr(v, "version");
+		const char *reason = cicd_jstr(v, "reason");
 		bool good = st && strcmp(st, "deployed") == 0;
 		n->api->log(n->self, good ? PLANT_LOG_INFO : PLANT_LOG_WARN,
 			    "deployment %s: node %s: %s%s%s%s%s", dp->id, node, st ? st : "?",
@@ -523,7 +385,7 @@ static void dep_check(struct notifier *n, struct dep *dp)
 	json_t *v;
 	json_array_foreach(dp->expected, i, v)
 	{
-		if (!is_final(jstr(json_object_get(dp->nodes, json_string_value(v)), "state")))
+		if (!is_final(cicd_jstr(json_object_get(dp->nodes, json_string_value(v)), "state")))
 			return;
 	}
 	dep_finish(n, dp);
@@ -545,7 +407,7 @@ static int dep_start(struct notifier *n, const json_t *req, const char *watch_fi
 			 "\"instance\", \"nodes\", \"grace\"}");
 		return PLANT_E_INVALID;
 	}
-	const char *bundle = jstr(req, "bundle");
+	const char *bundle = cicd_jstr(req, "bundle");
 	if (!bundle || !*bundle) {
 		snprintf(err, errlen, "a deployment needs \"bundle\": a file path or a URL");
 		return PLANT_E_INVALID;
@@ -610,13 +472,13 @@ static int dep_start(struct notifier *n, const json_t *req, const char *watch_fi
 	}
 
 	/* a file: read it (is it a bundle? which module?), keep a copy to serve */
-	if (rc == PLANT_OK && !is_url(bundle)) {
+	if (rc == PLANT_OK && !cicd_is_url(bundle)) {
 		char *data = NULL;
 		size_t len = 0;
-		int e = read_file(bundle, &data, &len);
+		int e = cicd_read_file(bundle, BUNDLE_MAX_BYTES, &data, &len);
 		json_error_t jerr;
 		json_t *doc = e ? NULL : json_loadb(data, len, 0, &jerr);
-		const char *name = jstr(json_object_get(doc, "manifest"), "name");
+		const char *name = cicd_jstr(json_object_get(doc, "manifest"), "name");
 		if (e) {
 			snprintf(err, errlen, "cannot read %s: %s", bundle, strerror(e));
 			rc = e == ENOENT ? PLANT_E_NOTFOUND : PLANT_E_IO;
@@ -639,7 +501,7 @@ static int dep_start(struct notifier *n, const json_t *req, const char *watch_fi
 				dp->copy_name = NULL;
 			snprintf(path, sizeof path, "%s/%s", n->bundle_dir,
 				 dp->copy_name ? dp->copy_name : "");
-			e = dp->copy_name ? write_atomic(path, data, len) : ENOMEM;
+			e = dp->copy_name ? cicd_write_atomic(path, data, len) : ENOMEM;
 			if (e) {
 				snprintf(err, errlen, "cannot write %.900s: %s", path, strerror(e));
 				rc = PLANT_E_IO;
@@ -749,7 +611,7 @@ static int dep_start(struct notifier *n, const json_t *req, const char *watch_fi
 
 static void take_ready(struct notifier *n, const json_t *body)
 {
-	const char *node = jstr(body, "node");
+	const char *node = cicd_jstr(body, "node");
 	if (!node || !*node)
 		return;
 	if (!json_object_get(n->seen, node))
@@ -763,9 +625,9 @@ static void take_ready(struct notifier *n, const json_t *body)
 
 static void take_result(struct notifier *n, const json_t *body)
 {
-	const char *id = jstr(body, "deployment");
-	const char *node = jstr(body, "node");
-	const char *state = jstr(body, "state");
+	const char *id = cicd_jstr(body, "deployment");
+	const char *node = cicd_jstr(body, "node");
+	const char *state = cicd_jstr(body, "state");
 	if (!id || !node || !state)
 		return;
 	struct dep *dp = dep_find(n, id);
@@ -773,7 +635,7 @@ static void take_result(struct notifier *n, const json_t *body)
 		return; /* another notifier's, or too late */
 	json_t *cur = json_object_get(dp->nodes, node);
 	/* results may come out of order: a final state stays */
-	if (is_final(jstr(cur, "state")) && !is_final(state))
+	if (is_final(cicd_jstr(cur, "state")) && !is_final(state))
 		return;
 	json_t *rec = json_pack("{s:s}", "state", state);
 	static const char *const keep[] = {"reason",   "version",  "previous_version",
@@ -800,7 +662,7 @@ static int on_results(void *state, const plant_msg *const *msgs, size_t count, v
 		const json_t *body = n->api->msg_body(msgs[i]);
 		if (!json_is_object(body))
 			continue;
-		const char *event = jstr(body, "event");
+		const char *event = cicd_jstr(body, "event");
 		if (event && strcmp(event, "node.ready") == 0)
 			take_ready(n, body);
 		else if (!event)
@@ -919,7 +781,7 @@ static int serve_bundle(struct notifier *n, plant_http_req *req, const char *nam
 	char path[4200], *data = NULL;
 	size_t len = 0;
 	snprintf(path, sizeof path, "%s/%s", n->bundle_dir, name);
-	int e = read_file(path, &data, &len);
+	int e = cicd_read_file(path, BUNDLE_MAX_BYTES, &data, &len);
 	if (e == ENOENT)
 		return reply_error(n, req, 404, "no such bundle");
 	if (e) {
@@ -992,21 +854,21 @@ static int check_config(plant_instance *self, const struct plant_host_api *api,
 {
 	static const char *const topics[] = {"publish", "results", "reports"};
 	for (size_t i = 0; i < 3; i++) {
-		if (!*jstr(config, topics[i])) {
+		if (!*cicd_jstr(config, topics[i])) {
 			api->error(self, topics[i], "'%s' must not be empty", topics[i]);
 			return PLANT_E_CONFIG;
 		}
 	}
-	const char *publish = jstr(config, "publish");
-	const char *results = jstr(config, "results");
-	const char *reports = jstr(config, "reports");
+	const char *publish = cicd_jstr(config, "publish");
+	const char *results = cicd_jstr(config, "results");
+	const char *reports = cicd_jstr(config, "reports");
 	if (strpbrk(publish, "*?") || strpbrk(reports, "*?")) {
 		api->error(self, strpbrk(publish, "*?") ? "publish" : "reports",
 			   "'%s' must be a topic, not a pattern",
 			   strpbrk(publish, "*?") ? "publish" : "reports");
 		return PLANT_E_CONFIG;
 	}
-	if (glob_match(results, publish) || glob_match(results, reports)) {
+	if (cicd_glob_match(results, publish) || cicd_glob_match(results, reports)) {
 		api->error(self, "results",
 			   "'results' (%s) must not match 'publish' (%s) or 'reports' (%s)",
 			   results, publish, reports);
@@ -1025,24 +887,24 @@ static int check_config(plant_instance *self, const struct plant_host_api *api,
 		api->error(self, "timeout", "'timeout' must be more than 0");
 		return PLANT_E_CONFIG;
 	}
-	const char *route = jstr(config, "route");
+	const char *route = cicd_jstr(config, "route");
 	size_t rl = strlen(route);
 	if (rl < 2 || route[0] != '/' || route[rl - 1] != '/') {
 		api->error(self, "route", "'route' must begin and end with /, like \"/v1/cicd/\"");
 		return PLANT_E_CONFIG;
 	}
-	const char *url = jstr(config, "public_url");
-	if (*url && !is_url(url)) {
+	const char *url = cicd_jstr(config, "public_url");
+	if (*url && !cicd_is_url(url)) {
 		api->error(self, "public_url",
 			   "'public_url' must start with http:// or https://, not \"%s\"", url);
 		return PLANT_E_CONFIG;
 	}
-	if (*url && !*jstr(config, "listener")) {
+	if (*url && !*cicd_jstr(config, "listener")) {
 		api->error(self, "public_url",
 			   "'public_url' needs a 'listener' to serve the bundles on");
 		return PLANT_E_CONFIG;
 	}
-	if (*jstr(config, "watch_dir") &&
+	if (*cicd_jstr(config, "watch_dir") &&
 	    json_integer_value(json_object_get(config, "watch_every")) <= 0) {
 		api->error(self, "watch_every", "'watch_every' must be more than 0");
 		return PLANT_E_CONFIG;
@@ -1096,12 +958,12 @@ static int notifier_init(plant_instance *self, const struct plant_host_api *api,
 	}
 	n->self = self;
 	n->api = api;
-	n->publish = jstr(config, "publish");
-	n->results = jstr(config, "results");
-	n->reports = jstr(config, "reports");
-	n->listener = jstr(config, "listener");
-	n->route = jstr(config, "route");
-	n->public_url = jstr(config, "public_url");
+	n->publish = cicd_jstr(config, "publish");
+	n->results = cicd_jstr(config, "results");
+	n->reports = cicd_jstr(config, "reports");
+	n->listener = cicd_jstr(config, "listener");
+	n->route = cicd_jstr(config, "route");
+	n->public_url = cicd_jstr(config, "public_url");
 	n->nodes_cfg = json_object_get(config, "nodes");
 	n->timeout_ms = (uint64_t)json_integer_value(json_object_get(config, "timeout"));
 	n->watch_every_ms = (uint64_t)json_integer_value(json_object_get(config, "watch_every"));
@@ -1109,7 +971,7 @@ static int notifier_init(plant_instance *self, const struct plant_host_api *api,
 	n->grace_ms = json_is_integer(grace) ? json_integer_value(grace) : -1;
 	n->keep = (size_t)json_integer_value(json_object_get(config, "keep"));
 	n->seen = json_object();
-	const char *bd = jstr(config, "bundle_dir");
+	const char *bd = cicd_jstr(config, "bundle_dir");
 	if (*bd) {
 		n->bundle_dir = resolve(api, self, bd);
 	} else {
@@ -1122,13 +984,13 @@ static int notifier_init(plant_instance *self, const struct plant_host_api *api,
 		notifier_free(n);
 		return PLANT_E_NOMEM;
 	}
-	int e = mkdir_p(n->bundle_dir);
+	int e = cicd_mkdir_p(n->bundle_dir);
 	if (e) {
 		api->error(self, "bundle_dir", "cannot make %s: %s", n->bundle_dir, strerror(e));
 		notifier_free(n);
 		return PLANT_E_IO;
 	}
-	const char *wd = jstr(config, "watch_dir");
+	const char *wd = cicd_jstr(config, "watch_dir");
 	if (*wd) {
 		n->watch_dir = resolve(api, self, wd);
 		if (!n->watch_dir) {
@@ -1140,7 +1002,7 @@ static int notifier_init(plant_instance *self, const struct plant_host_api *api,
 		for (size_t i = 0; i < 3 && !e; i++) {
 			char p[4200];
 			snprintf(p, sizeof p, "%s%s", n->watch_dir, subs[i]);
-			e = mkdir_p(p);
+			e = cicd_mkdir_p(p);
 			if (e)
 				api->error(self, "watch_dir", "cannot make %s: %s", p, strerror(e));
 		}
