@@ -13,7 +13,9 @@
 #    503 with an HTML body, 200 with malformed JSON, 200 with an unrelated
 #    JSON object (a QueueUrl), 200 accounting for no entry, 403
 #    InvalidClientTokenId, an answer later than request_timeout (which the
-#    fake did carry out: SQS gets it twice), a connection reset. Each is
+#    fake did carry out: SQS gets it twice), a connection reset (twice:
+#    libcurl retries a request by itself, once, when a reused connection
+#    dies before answering, so one reset alone may never show). Each is
 #    logged with the service's code and message and counted by kind; the
 #    reading is then taken, reaches the file once, and the out queue is
 #    empty.
@@ -115,12 +117,13 @@ script '[
  {"action": "SendMessageBatch", "status": 403,
   "body": "{\"__type\":\"com.amazon.coral.service#InvalidClientTokenId\",\"message\":\"The security token included in the request is invalid.\"}"},
  {"action": "SendMessageBatch", "delay_ms": 1500, "healthy": true},
+ {"action": "SendMessageBatch", "kind": "reset"},
  {"action": "SendMessageBatch", "kind": "reset"}
 ]'
 
 start_node a
 
-say "1. one reading through nine bad answers"
+say "1. one reading through ten bad answers"
 ingest_one a 0
 id0=$MSG_ID
 wait_until 30 "the script used up" script_used
